@@ -1,0 +1,131 @@
+//! The stack's settings, validated in one place.
+//!
+//! [`NetConfig`] is everything the sans-IO core needs (addresses, queue caps,
+//! timers, buffer sizes); [`DeviceConfig`] is what only the TUN device needs.
+//! The binary turns its flags into these; tests build them directly.
+
+use std::net::Ipv4Addr;
+
+use smoltcp::time::Duration;
+
+/// What to do with the ACK that completes a handshake when the accept queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Linux's default: drop it silently; the client retransmits and gets in
+    /// once the application accepts and there is room.
+    #[default]
+    Drop,
+    /// Linux's `tcp_abort_on_overflow = 1`: answer it with RST.
+    Rst,
+}
+
+/// Linux caps every backlog at `net.core.somaxconn` (4096 since Linux 5.4).
+pub const SOMAXCONN: usize = 4096;
+
+/// Settings of the protocol core.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// The stack's own address.
+    pub addr: Ipv4Addr,
+    /// The length of the stack's prefix: it reaches this subnet directly.
+    pub prefix_len: u8,
+    /// When set, a default route through this address (namespace labs only:
+    /// by default the stack can send nowhere but its own subnet).
+    pub default_gateway: Option<Ipv4Addr>,
+    /// The device MTU.
+    pub mtu: usize,
+    /// Seed of the engine's random number generator (initial sequence numbers).
+    pub seed: u64,
+    /// Accept-queue overflow behaviour.
+    pub overflow: Overflow,
+    /// Half-open connections allowed per listener.
+    pub syn_queue_cap: usize,
+    /// How long a connection may stay in SYN-RECEIVED.
+    pub syn_timeout: Duration,
+    /// How long the stack keeps a 4-tuple in TIME-WAIT after closing first.
+    pub time_wait: Duration,
+    /// Receive buffer per connection, bytes.
+    pub rx_buffer: usize,
+    /// Send buffer per connection, bytes.
+    pub tx_buffer: usize,
+    /// Sockets (connections) the stack will hold at most.
+    pub max_sockets: usize,
+    /// Events of one kind logged at once before rate limiting starts.
+    pub event_burst: u32,
+    /// Events of one kind per second after the burst (0: no rate limit).
+    pub event_rate: u32,
+}
+
+impl NetConfig {
+    /// Defaults for a stack at `addr/prefix_len`.
+    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> NetConfig {
+        NetConfig {
+            addr,
+            prefix_len,
+            default_gateway: None,
+            mtu: 1500,
+            seed: 0,
+            overflow: Overflow::Drop,
+            syn_queue_cap: 1024,
+            syn_timeout: Duration::from_secs(30),
+            time_wait: Duration::from_secs(10),
+            rx_buffer: 64 * 1024,
+            tx_buffer: 64 * 1024,
+            max_sockets: 16 * 1024,
+            event_burst: 2000,
+            event_rate: 1000,
+        }
+    }
+
+    /// The network part of the stack's prefix.
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & prefix_mask(self.prefix_len))
+    }
+
+    /// The address the kernel side of the device gets unless told otherwise:
+    /// the first host address of the prefix, or the second if that is the
+    /// stack's own.
+    pub fn default_host_addr(&self) -> Ipv4Addr {
+        let first = u32::from(self.network()) + 1;
+        if first == u32::from(self.addr) {
+            Ipv4Addr::from(first + 1)
+        } else {
+            Ipv4Addr::from(first)
+        }
+    }
+}
+
+/// The netmask of a prefix length, as a host-order integer.
+pub fn prefix_mask(prefix_len: u8) -> u32 {
+    match prefix_len {
+        0 => 0,
+        n if n >= 32 => u32::MAX,
+        n => u32::MAX << (32 - n),
+    }
+}
+
+/// Settings of the TUN device.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// The interface name (at most 15 bytes).
+    pub name: String,
+    /// The kernel side's address on the device.
+    pub host_addr: Ipv4Addr,
+    /// The device's transmit queue length, packets.
+    pub tx_queue_len: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_address_is_first_of_prefix_unless_taken() {
+        let c = NetConfig::new(Ipv4Addr::new(10, 203, 80, 2), 24);
+        assert_eq!(c.default_host_addr(), Ipv4Addr::new(10, 203, 80, 1));
+        let c = NetConfig::new(Ipv4Addr::new(10, 203, 80, 1), 24);
+        assert_eq!(c.default_host_addr(), Ipv4Addr::new(10, 203, 80, 2));
+        assert_eq!(prefix_mask(24), 0xffff_ff00);
+        assert_eq!(prefix_mask(0), 0);
+    }
+}

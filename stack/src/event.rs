@@ -1,0 +1,671 @@
+//! Everything the stack reports, as data.
+//!
+//! The stack never formats log text where something happens. It records an
+//! [`Event`] — a typed value — and the event is rendered in exactly one place,
+//! here: [`Record::human`] gives the line written through the `log` crate, and
+//! [`Record::json`] gives one JSON object per line for scripts.
+//!
+//! # JSON schema, version 1
+//!
+//! Every line is one object with these keys:
+//!
+//! * `"v"`: always `1` (this schema's version);
+//! * `"ts"`: Unix time in seconds, a float with microsecond precision;
+//! * `"event"`: the snake_case name of the event (`"syn"`, `"socket_created"`, …);
+//! * where they apply: `"id"` (the socket's number), `"local"` and `"remote"`
+//!   (`"ip:port"` strings), and the event's own fields.
+//!
+//! Within version 1 fields may be added, never removed or renamed. README.md
+//! lists every event and field.
+//!
+//! # Rate limiting
+//!
+//! A SYN flood must not turn into a flood of log lines. Each event kind has a
+//! token bucket ([`RateLimiter`]); past it, events of that kind are counted and
+//! a `suppressed` event later says how many were left out.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use smoltcp::socket::tcp::State as TcpState;
+use smoltcp::time::Instant;
+
+use crate::quad::{Quad, SocketId};
+
+/// The version of the JSON lines schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The TCP options a client put in its SYN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SynOptions {
+    pub mss: Option<u16>,
+    pub window_scale: Option<u8>,
+    pub sack_permitted: bool,
+    /// The client's TSval, when it offered timestamps.
+    pub timestamp: Option<u32>,
+}
+
+/// Why a SYN was dropped without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynDropReason {
+    /// The listener's accept queue holds more than `backlog` connections.
+    AcceptQueueFull,
+    /// The listener's SYN queue (half-open connections) is at its cap.
+    SynQueueFull,
+    /// The stack holds as many sockets as it is allowed to.
+    SocketLimit,
+}
+
+impl SynDropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SynDropReason::AcceptQueueFull => "accept queue full",
+            SynDropReason::SynQueueFull => "syn queue full",
+            SynDropReason::SocketLimit => "socket limit reached",
+        }
+    }
+}
+
+/// Why the stack sent a reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RstReason {
+    /// A segment arrived for a port nobody listens on.
+    NoListener,
+    /// A segment that is not a SYN arrived for a 4-tuple with no connection.
+    NoConnection,
+    /// The handshake completed while the accept queue was full, with `--overflow rst`.
+    AcceptQueueOverflow,
+    /// The listener was closed while this connection waited in its queues.
+    ListenerClosed,
+    /// The application closed the socket with data still unread (as Linux does).
+    UnreadData,
+    /// The application aborted the connection.
+    Aborted,
+    /// The stack shut down and the peer did not finish closing in time.
+    Shutdown,
+    /// The engine rejected a segment on this connection (e.g. an unacceptable ACK).
+    Engine,
+}
+
+impl RstReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RstReason::NoListener => "no listener on port",
+            RstReason::NoConnection => "no connection for segment",
+            RstReason::AcceptQueueOverflow => "accept queue overflow",
+            RstReason::ListenerClosed => "listener closed",
+            RstReason::UnreadData => "closed with unread data",
+            RstReason::Aborted => "aborted by application",
+            RstReason::Shutdown => "stack shutdown",
+            RstReason::Engine => "rejected by engine",
+        }
+    }
+}
+
+/// Why an incoming packet was dropped before reaching any socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    Malformed,
+    BadChecksum,
+    Fragment,
+    NotForUs,
+    /// A segment for a connection still in SYN-RECEIVED was held back
+    /// because the listener's accept queue is full.
+    AcceptQueueFull,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadChecksum => "bad checksum",
+            DropReason::Fragment => "ip fragment",
+            DropReason::NotForUs => "not addressed to the stack",
+            DropReason::AcceptQueueFull => "accept queue full",
+        }
+    }
+}
+
+/// Who closed a connection first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closer {
+    /// The stack (our application) sent the first FIN: the stack holds TIME-WAIT.
+    Local,
+    /// The peer sent the first FIN: the peer holds TIME-WAIT.
+    Remote,
+    /// The connection ended with a reset (sent or received).
+    Reset,
+    /// A half-open connection expired in SYN-RECEIVED.
+    Timeout,
+}
+
+impl Closer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closer::Local => "local",
+            Closer::Remote => "remote",
+            Closer::Reset => "reset",
+            Closer::Timeout => "timeout",
+        }
+    }
+}
+
+/// Everything the stack reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The stack is attached to its device and answers on `addr`.
+    StackStarted {
+        device: String,
+        addr: String,
+        host: String,
+        mtu: usize,
+        seed: u64,
+    },
+    /// The stack stopped; `reset` connections had to be reset.
+    StackStopped { closed: usize, reset: usize },
+    /// A listening socket was opened.
+    Listen { local: SocketAddr, backlog: usize },
+    /// A second listen on a port failed.
+    ListenFailed {
+        local: SocketAddr,
+        reason: &'static str,
+    },
+    /// A listening socket was closed; `reset` queued connections were reset.
+    ListenClosed { local: SocketAddr, reset: usize },
+    /// A SYN arrived for a listening port (a new connection attempt).
+    Syn {
+        quad: Quad,
+        isn: u32,
+        options: SynOptions,
+    },
+    /// A SYN was dropped without an answer; the client will retransmit.
+    SynDropped { quad: Quad, reason: SynDropReason },
+    /// A segment completing (or following) a handshake was held back
+    /// because the accept queue is full; the client will retransmit.
+    HandshakeHeld { id: SocketId, quad: Quad },
+    /// The stack sent a reset.
+    RstSent {
+        quad: Quad,
+        id: Option<SocketId>,
+        reason: RstReason,
+    },
+    /// A new socket was created for a new 4-tuple.
+    SocketCreated {
+        id: SocketId,
+        quad: Quad,
+        listener: SocketAddr,
+    },
+    /// The application accepted a connection after it waited `queued_us` in the accept queue.
+    Accepted {
+        id: SocketId,
+        quad: Quad,
+        queued_us: u64,
+        by: Option<String>,
+    },
+    /// A socket changed TCP state.
+    State {
+        id: SocketId,
+        quad: Quad,
+        from: TcpState,
+        to: TcpState,
+    },
+    /// A connection ended; its socket is gone.
+    Closed {
+        id: SocketId,
+        quad: Quad,
+        by: Closer,
+    },
+    /// A TIME-WAIT entry expired; the 4-tuple is free.
+    TimeWaitExpired { id: SocketId, quad: Quad },
+    /// A new SYN reused a 4-tuple that was in TIME-WAIT (as Linux allows).
+    TimeWaitReused { id: SocketId, quad: Quad },
+    /// An incoming packet was dropped before reaching any socket.
+    PacketDropped {
+        reason: DropReason,
+        quad: Option<Quad>,
+    },
+    /// An application-level event (e.g. an HTTP header timeout).
+    App {
+        kind: String,
+        id: Option<SocketId>,
+        quad: Option<Quad>,
+        detail: String,
+    },
+    /// `count` events of kind `kind` were left out by the rate limiter.
+    Suppressed { kind: &'static str, count: u64 },
+}
+
+impl Event {
+    /// The event's snake_case name, as in the JSON `"event"` field.
+    pub fn kind(&self) -> &str {
+        match self {
+            Event::App { kind, .. } => kind,
+            other => other.class(),
+        }
+    }
+
+    /// The rate-limit class: the name of each of the stack's own events, and
+    /// one shared class, `app`, for application events.
+    fn class(&self) -> &'static str {
+        match self {
+            Event::StackStarted { .. } => "stack_started",
+            Event::StackStopped { .. } => "stack_stopped",
+            Event::Listen { .. } => "listen",
+            Event::ListenFailed { .. } => "listen_failed",
+            Event::ListenClosed { .. } => "listen_closed",
+            Event::Syn { .. } => "syn",
+            Event::SynDropped { .. } => "syn_dropped",
+            Event::HandshakeHeld { .. } => "handshake_held",
+            Event::RstSent { .. } => "rst_sent",
+            Event::SocketCreated { .. } => "socket_created",
+            Event::Accepted { .. } => "accepted",
+            Event::State { .. } => "state",
+            Event::Closed { .. } => "closed",
+            Event::TimeWaitExpired { .. } => "time_wait_expired",
+            Event::TimeWaitReused { .. } => "time_wait_reused",
+            Event::PacketDropped { .. } => "packet_dropped",
+            Event::App { .. } => "app",
+            Event::Suppressed { .. } => "suppressed",
+        }
+    }
+
+    fn id(&self) -> Option<SocketId> {
+        match self {
+            Event::HandshakeHeld { id, .. }
+            | Event::SocketCreated { id, .. }
+            | Event::Accepted { id, .. }
+            | Event::State { id, .. }
+            | Event::Closed { id, .. }
+            | Event::TimeWaitExpired { id, .. }
+            | Event::TimeWaitReused { id, .. } => Some(*id),
+            Event::RstSent { id, .. } | Event::App { id, .. } => *id,
+            _ => None,
+        }
+    }
+
+    fn quad(&self) -> Option<Quad> {
+        match self {
+            Event::Syn { quad, .. }
+            | Event::SynDropped { quad, .. }
+            | Event::HandshakeHeld { quad, .. }
+            | Event::RstSent { quad, .. }
+            | Event::SocketCreated { quad, .. }
+            | Event::Accepted { quad, .. }
+            | Event::State { quad, .. }
+            | Event::Closed { quad, .. }
+            | Event::TimeWaitExpired { quad, .. }
+            | Event::TimeWaitReused { quad, .. } => Some(*quad),
+            Event::PacketDropped { quad, .. } | Event::App { quad, .. } => *quad,
+            _ => None,
+        }
+    }
+}
+
+/// An event and the time it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub ts: Instant,
+    pub event: Event,
+}
+
+impl Record {
+    /// The human-readable line (without timestamp: `log` adds its own).
+    pub fn human(&self) -> String {
+        let mut s = format!("{:<17}", self.event.kind());
+        if let Some(id) = self.event.id() {
+            let _ = write!(s, " {id:<5}");
+        }
+        if let Some(q) = self.event.quad() {
+            let _ = write!(s, " {q}");
+        }
+        let detail = match &self.event {
+            Event::StackStarted {
+                device,
+                addr,
+                host,
+                mtu,
+                seed,
+            } => format!("stack {addr} on {device} (kernel side {host}), mtu {mtu}, seed {seed}"),
+            Event::StackStopped { closed, reset } => {
+                format!("{closed} connections closed, {reset} reset")
+            }
+            Event::Listen { local, backlog } => format!("listening on {local}, backlog {backlog}"),
+            Event::ListenFailed { local, reason } => format!("listen on {local} failed: {reason}"),
+            Event::ListenClosed { local, reset } => {
+                format!("stopped listening on {local}, {reset} queued connections reset")
+            }
+            Event::Syn { isn, options, .. } => {
+                let mut d = format!("isn={isn}");
+                if let Some(m) = options.mss {
+                    let _ = write!(d, " mss={m}");
+                }
+                if let Some(w) = options.window_scale {
+                    let _ = write!(d, " wscale={w}");
+                }
+                if options.sack_permitted {
+                    d.push_str(" sack");
+                }
+                if let Some(t) = options.timestamp {
+                    let _ = write!(d, " tsval={t}");
+                }
+                d
+            }
+            Event::SynDropped { reason, .. } => format!("dropped: {}", reason.as_str()),
+            Event::HandshakeHeld { .. } => "handshake ACK held back: accept queue full".into(),
+            Event::RstSent { reason, .. } => format!("reset: {}", reason.as_str()),
+            Event::SocketCreated { listener, .. } => format!("new socket from listener {listener}"),
+            Event::Accepted { queued_us, by, .. } => {
+                let mut d = format!(
+                    "accepted after {:.3} ms in the queue",
+                    *queued_us as f64 / 1e3
+                );
+                if let Some(by) = by {
+                    let _ = write!(d, " by {by}");
+                }
+                d
+            }
+            Event::State { from, to, .. } => format!("{from} -> {to}"),
+            Event::Closed { by, .. } => match by {
+                Closer::Local => "closed (stack closed first, holds TIME-WAIT)".into(),
+                Closer::Remote => "closed (peer closed first)".into(),
+                Closer::Reset => "closed by reset".into(),
+                Closer::Timeout => "closed: handshake timed out".into(),
+            },
+            Event::TimeWaitExpired { .. } => "TIME-WAIT over, 4-tuple free".into(),
+            Event::TimeWaitReused { .. } => "new SYN reuses a TIME-WAIT 4-tuple".into(),
+            Event::PacketDropped { reason, .. } => format!("dropped: {}", reason.as_str()),
+            Event::App { detail, .. } => detail.clone(),
+            Event::Suppressed { kind, count } => format!("{count} {kind} events left out"),
+        };
+        s.push(' ');
+        s.push_str(&detail);
+        s
+    }
+
+    /// One JSON object (no trailing newline), schema [`SCHEMA_VERSION`].
+    pub fn json(&self) -> String {
+        let mut o = JsonObject::new();
+        o.raw("v", &SCHEMA_VERSION.to_string());
+        let micros = self.ts.total_micros();
+        o.raw(
+            "ts",
+            &format!(
+                "{}.{:06}",
+                micros.div_euclid(1_000_000),
+                micros.rem_euclid(1_000_000)
+            ),
+        );
+        o.str("event", self.event.kind());
+        if let Some(id) = self.event.id() {
+            o.raw("id", &id.0.to_string());
+        }
+        if let Some(q) = self.event.quad() {
+            o.str("local", &q.local.to_string());
+            o.str("remote", &q.remote.to_string());
+        }
+        match &self.event {
+            Event::StackStarted {
+                device,
+                addr,
+                host,
+                mtu,
+                seed,
+            } => {
+                o.str("device", device);
+                o.str("addr", addr);
+                o.str("host", host);
+                o.raw("mtu", &mtu.to_string());
+                o.raw("seed", &seed.to_string());
+            }
+            Event::StackStopped { closed, reset } => {
+                o.raw("closed", &closed.to_string());
+                o.raw("reset", &reset.to_string());
+            }
+            Event::Listen { local, backlog } => {
+                o.str("local", &local.to_string());
+                o.raw("backlog", &backlog.to_string());
+            }
+            Event::ListenFailed { local, reason } => {
+                o.str("local", &local.to_string());
+                o.str("reason", reason);
+            }
+            Event::ListenClosed { local, reset } => {
+                o.str("local", &local.to_string());
+                o.raw("reset", &reset.to_string());
+            }
+            Event::Syn { isn, options, .. } => {
+                o.raw("isn", &isn.to_string());
+                if let Some(m) = options.mss {
+                    o.raw("mss", &m.to_string());
+                }
+                if let Some(w) = options.window_scale {
+                    o.raw("wscale", &w.to_string());
+                }
+                o.raw("sack_permitted", &options.sack_permitted.to_string());
+                if let Some(t) = options.timestamp {
+                    o.raw("tsval", &t.to_string());
+                }
+            }
+            Event::SynDropped { reason, .. } => o.str("reason", reason.as_str()),
+            Event::HandshakeHeld { .. } => o.str("reason", "accept queue full"),
+            Event::RstSent { reason, .. } => o.str("reason", reason.as_str()),
+            Event::SocketCreated { listener, .. } => o.str("listener", &listener.to_string()),
+            Event::Accepted { queued_us, by, .. } => {
+                o.raw("queued_us", &queued_us.to_string());
+                if let Some(by) = by {
+                    o.str("by", by);
+                }
+            }
+            Event::State { from, to, .. } => {
+                o.str("from", &from.to_string());
+                o.str("to", &to.to_string());
+            }
+            Event::Closed { by, .. } => o.str("by", by.as_str()),
+            Event::TimeWaitExpired { .. } | Event::TimeWaitReused { .. } => {}
+            Event::PacketDropped { reason, .. } => o.str("reason", reason.as_str()),
+            Event::App { detail, .. } => o.str("detail", detail),
+            Event::Suppressed { kind, count } => {
+                o.str("kind", kind);
+                o.raw("count", &count.to_string());
+            }
+        }
+        o.finish()
+    }
+}
+
+/// A minimal JSON object writer: keys are ours, string values are escaped.
+struct JsonObject(String);
+
+impl JsonObject {
+    fn new() -> JsonObject {
+        JsonObject(String::from("{"))
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push('"');
+        self.0.push_str(key);
+        self.0.push_str("\":");
+    }
+
+    fn raw(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.0.push_str(value);
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        push_json_string(&mut self.0, value);
+    }
+
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// Appends `value` as a quoted, escaped JSON string.
+pub fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Per-kind token buckets: `burst` events at once, refilled at `per_second`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    burst: f64,
+    per_second: f64,
+    buckets: HashMap<&'static str, Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    suppressed: u64,
+}
+
+impl RateLimiter {
+    /// `per_second == 0` turns rate limiting off.
+    pub fn new(burst: u32, per_second: u32) -> RateLimiter {
+        RateLimiter {
+            burst: f64::from(burst.max(1)),
+            per_second: f64::from(per_second),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Admits or counts `event`. Returns the events to record: possibly a
+    /// `suppressed` summary first, then the event itself.
+    pub fn admit(&mut self, now: Instant, event: Event, out: &mut Vec<Record>) {
+        if self.per_second == 0.0 {
+            out.push(Record { ts: now, event });
+            return;
+        }
+        let class = event.class();
+        let burst = self.burst;
+        let rate = self.per_second;
+        let b = self.buckets.entry(class).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+            suppressed: 0,
+        });
+        let elapsed = (now - b.last).total_micros() as f64 / 1e6;
+        if now > b.last {
+            b.tokens = (b.tokens + elapsed * rate).min(burst);
+            b.last = now;
+        }
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            if b.suppressed > 0 {
+                out.push(Record {
+                    ts: now,
+                    event: Event::Suppressed {
+                        kind: class,
+                        count: std::mem::take(&mut b.suppressed),
+                    },
+                });
+            }
+            out.push(Record { ts: now, event });
+        } else {
+            b.suppressed += 1;
+        }
+    }
+
+    /// Emits `suppressed` summaries for kinds that have been quiet for a second.
+    pub fn flush(&mut self, now: Instant, out: &mut Vec<Record>) {
+        for (class, b) in self.buckets.iter_mut() {
+            if b.suppressed > 0 && (now - b.last).total_millis() >= 1000 {
+                out.push(Record {
+                    ts: now,
+                    event: Event::Suppressed {
+                        kind: class,
+                        count: std::mem::take(&mut b.suppressed),
+                    },
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quad() -> Quad {
+        Quad::new(
+            "10.0.0.2:80".parse().unwrap(),
+            "10.0.0.1:40000".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn json_envelope_has_version_time_kind_and_tuple() {
+        let r = Record {
+            ts: Instant::from_micros(1_700_000_000_123_456i64),
+            event: Event::SocketCreated {
+                id: SocketId(7),
+                quad: quad(),
+                listener: "0.0.0.0:80".parse().unwrap(),
+            },
+        };
+        assert_eq!(
+            r.json(),
+            r#"{"v":1,"ts":1700000000.123456,"event":"socket_created","id":7,"local":"10.0.0.2:80","remote":"10.0.0.1:40000","listener":"0.0.0.0:80"}"#
+        );
+        assert!(r.human().contains("10.0.0.2:80 <- 10.0.0.1:40000"));
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let r = Record {
+            ts: Instant::from_micros(0),
+            event: Event::App {
+                kind: "http_bad_request".into(),
+                id: None,
+                quad: None,
+                detail: "bad \"line\"\n\u{1}".into(),
+            },
+        };
+        assert!(r.json().contains(r#""detail":"bad \"line\"\n\u0001""#));
+    }
+
+    #[test]
+    fn rate_limiter_counts_what_it_leaves_out() {
+        let mut rl = RateLimiter::new(3, 1);
+        let mut out = Vec::new();
+        let t0 = Instant::from_secs(100);
+        for _ in 0..10 {
+            let ev = Event::SynDropped {
+                quad: quad(),
+                reason: SynDropReason::SynQueueFull,
+            };
+            rl.admit(t0, ev, &mut out);
+        }
+        assert_eq!(out.len(), 3);
+        rl.flush(Instant::from_secs(102), &mut out);
+        assert_eq!(
+            out.last().map(|r| r.event.clone()),
+            Some(Event::Suppressed {
+                kind: "syn_dropped",
+                count: 7
+            })
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! portlab's stack: a userspace TCP/IP stack on a Linux TUN device that shows
+//! how one listening port serves many connections at once.
+//!
+//! The layers, one idea per module:
+//!
+//! * [`quad`] — a connection's identity, the 4-tuple;
+//! * [`segment`] — reading a packet far enough to route it;
+//! * [`demux`] — the 4-tuple table that routes each segment to its connection;
+//! * [`listener`] — listen/accept, the SYN queue, the accept queue and the backlog;
+//! * [`timewait`] — TIME-WAIT as a compact record;
+//! * [`timers`] — every connection's next deadline, in order;
+//! * [`engine`] — smoltcp as the TCP engine, one connection at a time;
+//! * [`netstack`] — the sans-IO core that ties them together;
+//! * [`event`] — the typed event log and its two renderings;
+//! * [`device`] — the TUN device and its configuration;
+//! * [`runtime`] — the thread that owns the device, the clock and the core;
+//! * [`net`] — the std::net-like blocking API: `Stack`, `TcpListener`, `TcpStream`.
+
+pub mod config;
+pub mod demux;
+pub mod engine;
+pub mod event;
+pub mod listener;
+pub mod netstack;
+pub mod quad;
+pub mod segment;
+pub mod timers;
+pub mod timewait;
+
+pub use config::{NetConfig, Overflow};
+pub use event::{Event, Record};
+pub use netstack::NetStack;
+pub use quad::{Quad, SocketId};

@@ -1,0 +1,1119 @@
+//! The protocol core: packets and the time in, packets and events out.
+//!
+//! [`NetStack`] is sans-IO. It never touches the TUN device or a clock:
+//!
+//! * inputs are [`NetStack::receive`] (a packet arrived), [`NetStack::poll_timers`]
+//!   (time passed) and the application's calls (`listen`, `accept`, `recv`,
+//!   `send`, `close`), each with the current time `now`;
+//! * outputs are drained by the caller: packets to transmit
+//!   ([`NetStack::take_transmit`]), event records ([`NetStack::drain_events`]),
+//!   sockets whose readiness may have changed ([`NetStack::drain_ready`]) and the
+//!   next deadline ([`NetStack::poll_at`]).
+//!
+//! That is what lets the tests drive it with hand-written segments and a fake
+//! clock, and what the runtime wraps with a real device and a real clock.
+//!
+//! # The path of a segment
+//!
+//! 1. `segment::classify` parses it and checks checksums and addresses.
+//! 2. `demux` looks up its 4-tuple: a live connection, a TIME-WAIT record, or
+//!    nothing.
+//! 3. A live connection gets the segment through the engine, with only its
+//!    own socket set. Its transmissions go out; its state change is an event.
+//! 4. Nothing, and the segment is a SYN for a listening port: a new socket is
+//!    created for this 4-tuple and joins the listener's SYN queue. When its
+//!    handshake completes it moves to the accept queue, and `accept()` hands it
+//!    to the application.
+//! 5. Nothing and no listener: the engine answers with a reset.
+//!
+//! # Where smoltcp and Linux differ, and what this layer does about it
+//!
+//! * TIME-WAIT is ours (`timewait`): a compact record that lets a newer SYN
+//!   reuse the 4-tuple, where smoltcp would drop it for 10 s.
+//! * A socket in SYN-RECEIVED that receives a reset falls back to LISTEN in
+//!   smoltcp; here it is freed silently (its listener is ours, not the socket).
+//! * SYN-RECEIVED expires on our own timer (`NetConfig::syn_timeout`) and the
+//!   socket is freed without a reset.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp::{self, State as TcpState};
+use smoltcp::time::Instant;
+use smoltcp::wire::{IpAddress, IpListenEndpoint};
+
+use crate::config::{NetConfig, Overflow, SOMAXCONN};
+use crate::demux::{Demux, Slot};
+use crate::engine::Engine;
+use crate::event::{Closer, DropReason, Event, RateLimiter, Record, RstReason, SynDropReason};
+use crate::listener::Listener;
+use crate::quad::{Quad, SocketId};
+use crate::segment::{self, Inbound, Segment};
+use crate::timers::Timers;
+use crate::timewait::{self, TimeWait};
+
+/// Something whose readiness may have changed: wake whoever waits on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ready {
+    Socket(SocketId),
+    Listener(u16),
+}
+
+/// Why `listen` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenError {
+    /// Another socket already listens on this port.
+    AddrInUse(u16),
+    /// Port 0 cannot be listened on.
+    InvalidPort,
+}
+
+impl std::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenError::AddrInUse(p) => write!(
+                f,
+                "address in use: another socket already listens on port {p} \
+                 (only one listener per port)"
+            ),
+            ListenError::InvalidPort => write!(f, "cannot listen on port 0"),
+        }
+    }
+}
+
+impl std::error::Error for ListenError {}
+
+impl From<ListenError> for io::Error {
+    fn from(e: ListenError) -> io::Error {
+        let kind = match e {
+            ListenError::AddrInUse(_) => io::ErrorKind::AddrInUse,
+            ListenError::InvalidPort => io::ErrorKind::InvalidInput,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Counters, for the connection table and the closing note of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub syns: u64,
+    pub syns_dropped: u64,
+    pub handshakes_held: u64,
+    pub resets_sent: u64,
+    pub packets_dropped: u64,
+    pub fragments_dropped: u64,
+    pub sockets_created: u64,
+    pub time_wait_reused: u64,
+}
+
+/// One row of the connection table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketInfo {
+    pub id: SocketId,
+    pub quad: Quad,
+    /// TCP state, as smoltcp names it (`ESTABLISHED`, `TIME-WAIT`, …).
+    pub state: String,
+    /// Where it is: `syn queue`, `accept queue`, `application`, `closing`, `time-wait`.
+    pub owner: &'static str,
+    /// The thread that accepted it, when the application named one.
+    pub accepted_by: Option<String>,
+    /// Bytes waiting to be read / to be acknowledged.
+    pub recv_queue: usize,
+    pub send_queue: usize,
+}
+
+/// A listener's row: its queues, as `ss -ltn` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerInfo {
+    pub local: SocketAddr,
+    pub backlog: usize,
+    pub syn_queue: usize,
+    pub accept_queue: usize,
+}
+
+/// A snapshot of every socket: the live connection table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    pub listeners: Vec<ListenerInfo>,
+    pub sockets: Vec<SocketInfo>,
+    pub stats: Stats,
+}
+
+/// Who holds a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    SynQueue,
+    AcceptQueue,
+    App,
+    /// The application closed it; the stack finishes the close.
+    Orphan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum TimerKey {
+    Conn(SocketId),
+    TimeWait(Quad),
+}
+
+/// One connection: its own socket in its own one-socket set.
+struct Conn {
+    quad: Quad,
+    /// `None` once the socket is freed (closed, or moved to a TIME-WAIT record).
+    sockets: Option<SocketSet<'static>>,
+    handle: SocketHandle,
+    /// The last state we reported.
+    state: TcpState,
+    owner: Owner,
+    /// The listening port it came from.
+    port: u16,
+    created: Instant,
+    closer: Option<Closer>,
+    reset: bool,
+    peer_tsval: Option<u32>,
+    /// Our last segment once we are closing: re-sent from TIME-WAIT.
+    last_ack: Option<Vec<u8>>,
+    read_closed: bool,
+    accepted_by: Option<String>,
+}
+
+impl Conn {
+    fn socket(&mut self) -> Option<&mut tcp::Socket<'static>> {
+        let h = self.handle;
+        self.sockets.as_mut().map(|s| s.get_mut::<tcp::Socket>(h))
+    }
+}
+
+/// The sans-IO protocol core. See the module documentation.
+pub struct NetStack {
+    cfg: NetConfig,
+    engine: Engine,
+    conns: HashMap<SocketId, Conn>,
+    demux: Demux,
+    listeners: HashMap<u16, Listener>,
+    timers: Timers<TimerKey>,
+    tx: VecDeque<Vec<u8>>,
+    /// Scratch: what the engine transmitted during the current call.
+    out: Vec<Vec<u8>>,
+    /// The empty socket set that segments for no connection are handed with.
+    no_sockets: SocketSet<'static>,
+    records: Vec<Record>,
+    limiter: RateLimiter,
+    ready: Vec<Ready>,
+    next_id: u64,
+    stats: Stats,
+    /// The reason to report for the next reset the engine transmits.
+    rst_reason: Option<RstReason>,
+}
+
+impl NetStack {
+    pub fn new(cfg: NetConfig, now: Instant) -> NetStack {
+        let engine = Engine::new(&cfg, now);
+        let limiter = RateLimiter::new(cfg.event_burst, cfg.event_rate);
+        NetStack {
+            cfg,
+            engine,
+            conns: HashMap::new(),
+            demux: Demux::default(),
+            listeners: HashMap::new(),
+            timers: Timers::default(),
+            tx: VecDeque::new(),
+            out: Vec::new(),
+            no_sockets: SocketSet::new(Vec::new()),
+            records: Vec::new(),
+            limiter,
+            ready: Vec::new(),
+            next_id: 1,
+            stats: Stats::default(),
+            rst_reason: None,
+        }
+    }
+
+    pub fn config(&self) -> &NetConfig {
+        &self.cfg
+    }
+
+    /// Records an event (subject to rate limiting).
+    pub fn emit(&mut self, now: Instant, event: Event) {
+        self.limiter.admit(now, event, &mut self.records);
+    }
+
+    // ----- outputs -------------------------------------------------------
+
+    /// The next packet to write to the device.
+    pub fn take_transmit(&mut self) -> Option<Vec<u8>> {
+        self.tx.pop_front()
+    }
+
+    /// Moves the recorded events into `out`.
+    pub fn drain_events(&mut self, out: &mut Vec<Record>) {
+        out.append(&mut self.records);
+    }
+
+    /// Moves the sockets and listeners whose readiness may have changed into `out`.
+    pub fn drain_ready(&mut self, out: &mut Vec<Ready>) {
+        out.append(&mut self.ready);
+    }
+
+    /// When [`poll_timers`](Self::poll_timers) should next be called.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Live sockets (not counting TIME-WAIT records).
+    pub fn socket_count(&self) -> usize {
+        self.conns.values().filter(|c| c.sockets.is_some()).count()
+    }
+
+    // ----- inputs: packets and time ------------------------------------------
+
+    /// A packet arrived from the device.
+    pub fn receive(&mut self, now: Instant, packet: &[u8]) {
+        self.stats.packets_in += 1;
+        match segment::classify(packet, self.cfg.addr) {
+            Inbound::Drop(reason) => {
+                self.stats.packets_dropped += 1;
+                if reason == DropReason::Fragment {
+                    self.stats.fragments_dropped += 1;
+                }
+                self.emit(now, Event::PacketDropped { reason, quad: None });
+            }
+            Inbound::Engine => {
+                self.engine
+                    .ingress(now, packet, &mut self.no_sockets, &mut self.out);
+                self.flush_out(now, None, None);
+            }
+            Inbound::Tcp(seg) => self.on_segment(now, &seg, packet),
+        }
+    }
+
+    /// Runs every timer that is due.
+    pub fn poll_timers(&mut self, now: Instant) {
+        while let Some(key) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::Conn(id) => self.on_conn_timer(now, id),
+                TimerKey::TimeWait(quad) => self.on_time_wait_timer(now, quad),
+            }
+        }
+        self.limiter.flush(now, &mut self.records);
+    }
+
+    fn on_segment(&mut self, now: Instant, seg: &Segment, packet: &[u8]) {
+        match self.demux.get(&seg.quad) {
+            Some(Slot::Conn(id)) => {
+                let id = *id;
+                self.deliver(now, id, seg, packet);
+            }
+            Some(Slot::TimeWait(tw)) => {
+                let action = tw.on_segment(seg);
+                self.on_time_wait_segment(now, seg, packet, action);
+            }
+            None if seg.is_bare_syn() => self.on_syn(now, seg, packet),
+            None => {
+                let reason = if self.listeners.contains_key(&seg.quad.local.port()) {
+                    RstReason::NoConnection
+                } else {
+                    RstReason::NoListener
+                };
+                self.answer_without_socket(now, seg, packet, reason);
+            }
+        }
+    }
+
+    /// Lets the engine answer a segment that belongs to no socket (a reset).
+    fn answer_without_socket(
+        &mut self,
+        now: Instant,
+        seg: &Segment,
+        packet: &[u8],
+        reason: RstReason,
+    ) {
+        self.rst_reason = Some(reason);
+        self.engine
+            .ingress(now, packet, &mut self.no_sockets, &mut self.out);
+        self.flush_out(now, None, Some(seg.quad));
+        self.rst_reason = None;
+    }
+
+    /// A SYN for a 4-tuple with no connection.
+    fn on_syn(&mut self, now: Instant, seg: &Segment, packet: &[u8]) {
+        let quad = seg.quad;
+        let port = quad.local.port();
+        if !self.listeners.contains_key(&port) {
+            self.answer_without_socket(now, seg, packet, RstReason::NoListener);
+            return;
+        }
+        self.stats.syns += 1;
+        self.emit(
+            now,
+            Event::Syn {
+                quad,
+                isn: seg.seq,
+                options: seg.options,
+            },
+        );
+        let Some(listener) = self.listeners.get(&port) else {
+            return;
+        };
+        let drop = if listener.accept_queue_full() {
+            Some(SynDropReason::AcceptQueueFull)
+        } else if listener.syn_queue.len() >= self.cfg.syn_queue_cap {
+            Some(SynDropReason::SynQueueFull)
+        } else if self.conns.len() >= self.cfg.max_sockets {
+            Some(SynDropReason::SocketLimit)
+        } else {
+            None
+        };
+        if let Some(reason) = drop {
+            self.stats.syns_dropped += 1;
+            self.emit(now, Event::SynDropped { quad, reason });
+            return;
+        }
+        let listener_addr = listener.local;
+
+        let id = SocketId(self.next_id);
+        self.next_id += 1;
+        let mut socket = Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer);
+        let IpAddr::V4(local_ip) = quad.local.ip() else {
+            return;
+        };
+        let endpoint = IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(local_ip)),
+            port,
+        };
+        if socket.listen(endpoint).is_err() {
+            return;
+        }
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let handle = sockets.add(socket);
+        if !self.demux.insert_conn(quad, id) {
+            return;
+        }
+        self.conns.insert(
+            id,
+            Conn {
+                quad,
+                sockets: Some(sockets),
+                handle,
+                state: TcpState::Listen,
+                owner: Owner::SynQueue,
+                port,
+                created: now,
+                closer: None,
+                reset: false,
+                peer_tsval: seg.tsval,
+                last_ack: None,
+                read_closed: false,
+                accepted_by: None,
+            },
+        );
+        if let Some(l) = self.listeners.get_mut(&port) {
+            l.syn_queue.insert(id);
+        }
+        self.stats.sockets_created += 1;
+        self.emit(
+            now,
+            Event::SocketCreated {
+                id,
+                quad,
+                listener: listener_addr,
+            },
+        );
+        self.deliver(now, id, seg, packet);
+    }
+
+    /// A segment for a live connection.
+    fn deliver(&mut self, now: Instant, id: SocketId, seg: &Segment, packet: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        // The ACK that would complete a handshake while the accept queue is full.
+        if conn.state == TcpState::SynReceived && seg.ack && !seg.syn && !seg.rst {
+            let full = self
+                .listeners
+                .get(&conn.port)
+                .is_some_and(|l| l.accept_queue_full());
+            if full {
+                let quad = conn.quad;
+                match self.cfg.overflow {
+                    Overflow::Drop => {
+                        self.stats.handshakes_held += 1;
+                        self.emit(now, Event::HandshakeHeld { id, quad });
+                    }
+                    Overflow::Rst => self.abort(now, id, RstReason::AcceptQueueOverflow),
+                }
+                return;
+            }
+        }
+        if seg.tsval.is_some() {
+            conn.peer_tsval = seg.tsval;
+        }
+        let Some(sockets) = conn.sockets.as_mut() else {
+            return;
+        };
+        self.engine.ingress(now, packet, sockets, &mut self.out);
+        if seg.rst
+            && let Some(s) = conn.socket()
+            && matches!(s.state(), TcpState::Closed | TcpState::Listen)
+        {
+            conn.reset = true;
+        }
+        self.settle(now, id);
+    }
+
+    fn on_time_wait_segment(
+        &mut self,
+        now: Instant,
+        seg: &Segment,
+        packet: &[u8],
+        action: timewait::Action,
+    ) {
+        let quad = seg.quad;
+        match action {
+            timewait::Action::Reuse => {
+                if let Some(tw) = self.demux.remove_time_wait(&quad) {
+                    self.timers.set(TimerKey::TimeWait(quad), None);
+                    self.stats.time_wait_reused += 1;
+                    self.emit(now, Event::TimeWaitReused { id: tw.id, quad });
+                }
+                self.on_syn(now, seg, packet);
+            }
+            timewait::Action::Ack => {
+                let expires = now + self.cfg.time_wait;
+                if let Some(Slot::TimeWait(tw)) = self.demux.get_mut(&quad) {
+                    if seg.fin {
+                        tw.expires = expires;
+                    }
+                    if let Some(ack) = tw.last_ack.clone() {
+                        self.stats.packets_out += 1;
+                        self.tx.push_back(ack);
+                    }
+                }
+                if seg.fin {
+                    self.timers.set(TimerKey::TimeWait(quad), Some(expires));
+                }
+            }
+            timewait::Action::Kill => {
+                if let Some(tw) = self.demux.remove_time_wait(&quad) {
+                    self.timers.set(TimerKey::TimeWait(quad), None);
+                    self.emit(now, Event::TimeWaitExpired { id: tw.id, quad });
+                }
+            }
+            timewait::Action::Ignore => {}
+        }
+    }
+
+    fn on_conn_timer(&mut self, now: Instant, id: SocketId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.state == TcpState::SynReceived && now >= conn.created + self.cfg.syn_timeout {
+            self.free(now, id, Closer::Timeout);
+            return;
+        }
+        if let Some(sockets) = conn.sockets.as_mut() {
+            self.engine.egress(now, sockets, &mut self.out);
+        }
+        self.settle(now, id);
+    }
+
+    fn on_time_wait_timer(&mut self, now: Instant, quad: Quad) {
+        let Some(Slot::TimeWait(tw)) = self.demux.get(&quad) else {
+            return;
+        };
+        if tw.expires > now {
+            let at = tw.expires;
+            self.timers.set(TimerKey::TimeWait(quad), Some(at));
+            return;
+        }
+        if let Some(tw) = self.demux.remove_time_wait(&quad) {
+            self.emit(now, Event::TimeWaitExpired { id: tw.id, quad });
+        }
+    }
+
+    // ----- after the engine ran ----------------------------------------------
+
+    /// Sends what the connection's socket wants to send, then reports and
+    /// acts on any change of state, and schedules its next timer.
+    fn settle(&mut self, now: Instant, id: SocketId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(sockets) = conn.sockets.as_mut() {
+            self.engine.egress(now, sockets, &mut self.out);
+        }
+        let quad = conn.quad;
+        self.flush_out(now, Some(id), Some(quad));
+        self.observe(now, id);
+    }
+
+    /// Moves what the engine transmitted to the transmit queue, reporting resets.
+    fn flush_out(&mut self, now: Instant, id: Option<SocketId>, quad: Option<Quad>) {
+        if self.out.is_empty() {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.out);
+        let closing = id
+            .and_then(|id| self.conns.get_mut(&id))
+            .and_then(|c| c.socket().map(|s| s.state()))
+            .is_some_and(|s| {
+                matches!(
+                    s,
+                    TcpState::FinWait1
+                        | TcpState::FinWait2
+                        | TcpState::Closing
+                        | TcpState::TimeWait
+                )
+            });
+        for packet in out.drain(..) {
+            let flags = segment::outbound(&packet);
+            if let (Some(f), Some(quad)) = (flags, quad)
+                && f.rst
+            {
+                self.stats.resets_sent += 1;
+                let reason = self.rst_reason.unwrap_or(RstReason::Engine);
+                self.emit(now, Event::RstSent { quad, id, reason });
+                if let Some(c) = id.and_then(|id| self.conns.get_mut(&id)) {
+                    c.reset = true;
+                }
+            }
+            if closing
+                && flags.is_some_and(|f| !f.rst && !f.syn)
+                && let Some(c) = id.and_then(|id| self.conns.get_mut(&id))
+            {
+                c.last_ack = Some(packet.clone());
+            }
+            self.stats.packets_out += 1;
+            self.tx.push_back(packet);
+        }
+        self.out = out;
+    }
+
+    /// Reports a change of TCP state and moves the connection along its life.
+    fn observe(&mut self, now: Instant, id: SocketId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(new) = conn.socket().map(|s| s.state()) else {
+            return;
+        };
+        let old = conn.state;
+        let quad = conn.quad;
+        self.ready.push(Ready::Socket(id));
+        if new != old {
+            conn.state = new;
+            if conn.closer.is_none() {
+                conn.closer = match new {
+                    TcpState::FinWait1
+                    | TcpState::FinWait2
+                    | TcpState::Closing
+                    | TcpState::TimeWait => Some(Closer::Local),
+                    TcpState::CloseWait | TcpState::LastAck => Some(Closer::Remote),
+                    _ => None,
+                };
+            }
+            let port = conn.port;
+            self.emit(
+                now,
+                Event::State {
+                    id,
+                    quad,
+                    from: old,
+                    to: new,
+                },
+            );
+            match new {
+                TcpState::Listen => {
+                    // smoltcp turns a SYN-RECEIVED socket that got a reset back
+                    // into a listener; the listener is ours, so free it.
+                    self.free(now, id, Closer::Reset);
+                    return;
+                }
+                TcpState::Closed => {
+                    self.finish(now, id);
+                    return;
+                }
+                TcpState::Established | TcpState::CloseWait if old == TcpState::SynReceived => {
+                    if let Some(l) = self.listeners.get_mut(&port) {
+                        l.established(id, now);
+                        self.ready.push(Ready::Listener(port));
+                    }
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.owner = Owner::AcceptQueue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.schedule(now, id);
+    }
+
+    /// Sets the connection's timer from the engine's wish and our own deadlines.
+    fn schedule(&mut self, now: Instant, id: SocketId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(sockets) = conn.sockets.as_ref() else {
+            self.timers.set(TimerKey::Conn(id), None);
+            return;
+        };
+        let mut at = self.engine.poll_at(now, sockets);
+        if conn.state == TcpState::TimeWait {
+            // The engine's only remaining wish is its own TIME-WAIT timer:
+            // replace the socket by our record.
+            if at.is_none_or(|t| t > now + smoltcp::time::Duration::from_secs(1)) {
+                self.enter_time_wait(now, id);
+                return;
+            }
+        }
+        if conn.state == TcpState::SynReceived {
+            let expiry = conn.created + self.cfg.syn_timeout;
+            at = Some(at.map_or(expiry, |t| t.min(expiry)));
+        }
+        self.timers.set(TimerKey::Conn(id), at);
+    }
+
+    fn enter_time_wait(&mut self, now: Instant, id: SocketId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let last_ack = conn.last_ack.take();
+        let rcv_nxt = last_ack
+            .as_deref()
+            .and_then(segment::outbound)
+            .map_or(0, |o| o.ack_number);
+        let expires = now + self.cfg.time_wait;
+        let quad = conn.quad;
+        let record = TimeWait {
+            id,
+            expires,
+            rcv_nxt,
+            ts_recent: conn.peer_tsval,
+            last_ack,
+        };
+        conn.sockets = None;
+        let keep = conn.owner == Owner::App;
+        self.demux.enter_time_wait(quad, record);
+        self.timers.set(TimerKey::Conn(id), None);
+        self.timers.set(TimerKey::TimeWait(quad), Some(expires));
+        self.emit(
+            now,
+            Event::Closed {
+                id,
+                quad,
+                by: Closer::Local,
+            },
+        );
+        if !keep {
+            self.conns.remove(&id);
+        }
+    }
+
+    /// The socket reached CLOSED: free the 4-tuple, and the socket unless the
+    /// application (or an accept queue) still holds it.
+    fn finish(&mut self, now: Instant, id: SocketId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let quad = conn.quad;
+        let by = if conn.reset {
+            Closer::Reset
+        } else {
+            conn.closer.unwrap_or(Closer::Reset)
+        };
+        // Keep unread data readable for an application that still holds the socket.
+        let unread = conn.socket().is_some_and(|s| s.recv_queue() > 0);
+        if !(unread && !conn.reset && matches!(conn.owner, Owner::App | Owner::AcceptQueue)) {
+            conn.sockets = None;
+        }
+        let owner = conn.owner;
+        let port = conn.port;
+        self.demux.remove_conn(&quad, id);
+        self.timers.set(TimerKey::Conn(id), None);
+        self.emit(now, Event::Closed { id, quad, by });
+        match owner {
+            Owner::SynQueue | Owner::Orphan => {
+                if let Some(l) = self.listeners.get_mut(&port) {
+                    l.remove(id);
+                }
+                self.conns.remove(&id);
+            }
+            Owner::AcceptQueue | Owner::App => {}
+        }
+    }
+
+    /// Frees a connection without sending anything.
+    fn free(&mut self, now: Instant, id: SocketId, by: Closer) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(l) = self.listeners.get_mut(&conn.port) {
+            l.remove(id);
+        }
+        self.demux.remove_conn(&conn.quad, id);
+        self.timers.set(TimerKey::Conn(id), None);
+        self.emit(
+            now,
+            Event::Closed {
+                id,
+                quad: conn.quad,
+                by,
+            },
+        );
+    }
+
+    /// Resets a connection (one RST to the peer) and reports why.
+    fn abort(&mut self, now: Instant, id: SocketId, reason: RstReason) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.reset = true;
+        if let Some(s) = conn.socket() {
+            s.abort();
+        }
+        self.rst_reason = Some(reason);
+        self.settle(now, id);
+        self.rst_reason = None;
+    }
+
+    // ----- the application's calls -------------------------------------------
+
+    /// Opens a listening socket on `port`. A second listen on the same port
+    /// fails with [`ListenError::AddrInUse`].
+    pub fn listen(&mut self, now: Instant, port: u16, backlog: usize) -> Result<(), ListenError> {
+        let local = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
+        if port == 0 {
+            return Err(ListenError::InvalidPort);
+        }
+        if self.listeners.contains_key(&port) {
+            self.emit(
+                now,
+                Event::ListenFailed {
+                    local,
+                    reason: "address in use",
+                },
+            );
+            return Err(ListenError::AddrInUse(port));
+        }
+        let backlog = backlog.min(SOMAXCONN);
+        self.listeners.insert(port, Listener::new(local, backlog));
+        self.emit(now, Event::Listen { local, backlog });
+        Ok(())
+    }
+
+    /// Closes the listener on `port`, resetting every connection still queued.
+    pub fn close_listener(&mut self, now: Instant, port: u16) {
+        let Some(listener) = self.listeners.remove(&port) else {
+            return;
+        };
+        let queued = listener.queued();
+        for &id in &queued {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.owner = Owner::Orphan;
+            }
+            self.abort(now, id, RstReason::ListenerClosed);
+            // A socket already closed by its peer is freed here.
+            if self
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.sockets.is_none() || c.state == TcpState::Closed)
+            {
+                self.conns.remove(&id);
+            }
+        }
+        self.ready.push(Ready::Listener(port));
+        self.emit(
+            now,
+            Event::ListenClosed {
+                local: listener.local,
+                reset: queued.len(),
+            },
+        );
+    }
+
+    /// Takes the oldest established connection from the listener's accept
+    /// queue. `Ok(None)`: nothing to accept yet. `by` names the accepting
+    /// thread in the events.
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        port: u16,
+        by: Option<String>,
+    ) -> io::Result<Option<(SocketId, Quad)>> {
+        let Some(listener) = self.listeners.get_mut(&port) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the listener is closed",
+            ));
+        };
+        let Some((id, queued_at)) = listener.accept_queue.pop_front() else {
+            return Ok(None);
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return Ok(None);
+        };
+        conn.owner = Owner::App;
+        conn.accepted_by = by.clone();
+        let quad = conn.quad;
+        let queued_us = (now - queued_at).total_micros();
+        self.emit(
+            now,
+            Event::Accepted {
+                id,
+                quad,
+                queued_us,
+                by,
+            },
+        );
+        Ok(Some((id, quad)))
+    }
+
+    /// Reads into `buf`. `Ok(0)` is the end of the stream;
+    /// `ErrorKind::WouldBlock` means wait for readiness.
+    pub fn recv(&mut self, now: Instant, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        let conn = self.conns.get_mut(&id).ok_or_else(not_connected)?;
+        if conn.read_closed || buf.is_empty() {
+            return Ok(0);
+        }
+        let reset = conn.reset;
+        let Some(socket) = conn.socket() else {
+            return if reset { Err(reset_error()) } else { Ok(0) };
+        };
+        if socket.can_recv() {
+            let n = socket.recv_slice(buf).unwrap_or(0);
+            self.settle(now, id);
+            return Ok(n);
+        }
+        if reset || socket.state() == TcpState::Closed {
+            return if reset { Err(reset_error()) } else { Ok(0) };
+        }
+        if !socket.may_recv() {
+            return Ok(0);
+        }
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    /// Queues bytes for sending; returns how many were taken.
+    /// `ErrorKind::WouldBlock` means the send buffer is full.
+    pub fn send(&mut self, now: Instant, id: SocketId, data: &[u8]) -> io::Result<usize> {
+        let conn = self.conns.get_mut(&id).ok_or_else(not_connected)?;
+        let reset = conn.reset;
+        let Some(socket) = conn.socket() else {
+            return Err(if reset {
+                reset_error()
+            } else {
+                io::ErrorKind::BrokenPipe.into()
+            });
+        };
+        if !socket.may_send() {
+            return Err(if reset {
+                reset_error()
+            } else {
+                io::ErrorKind::BrokenPipe.into()
+            });
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if !socket.can_send() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = socket.send_slice(data).unwrap_or(0);
+        self.settle(now, id);
+        Ok(n)
+    }
+
+    /// Whether a read would not block (data, end of stream, or an error).
+    pub fn readable(&mut self, id: SocketId) -> bool {
+        match self.conns.get_mut(&id) {
+            None => true,
+            Some(c) if c.read_closed || c.reset => true,
+            Some(c) => c
+                .socket()
+                .is_none_or(|s| s.can_recv() || !s.may_recv() || s.state() == TcpState::Closed),
+        }
+    }
+
+    /// Whether a write would not block (room, or an error).
+    pub fn writable(&mut self, id: SocketId) -> bool {
+        match self.conns.get_mut(&id) {
+            None => true,
+            Some(c) => c.socket().is_none_or(|s| s.can_send() || !s.may_send()),
+        }
+    }
+
+    /// Whether the listener has a connection to accept (or is gone).
+    pub fn acceptable(&self, port: u16) -> bool {
+        self.listeners
+            .get(&port)
+            .is_none_or(|l| !l.accept_queue.is_empty())
+    }
+
+    /// Half-closes: `Write` sends FIN after pending data, `Read` makes
+    /// further reads return end of stream.
+    pub fn shutdown(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        how: std::net::Shutdown,
+    ) -> io::Result<()> {
+        let conn = self.conns.get_mut(&id).ok_or_else(not_connected)?;
+        if matches!(how, std::net::Shutdown::Read | std::net::Shutdown::Both) {
+            conn.read_closed = true;
+        }
+        if matches!(how, std::net::Shutdown::Write | std::net::Shutdown::Both)
+            && let Some(s) = conn.socket()
+        {
+            s.close();
+        }
+        self.settle(now, id);
+        Ok(())
+    }
+
+    /// The application let go of the socket: close it gracefully (FIN), or
+    /// with a reset if unread data remains, as Linux does.
+    pub fn close(&mut self, now: Instant, id: SocketId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.owner = Owner::Orphan;
+        let Some(socket) = conn.socket() else {
+            self.conns.remove(&id);
+            return;
+        };
+        if socket.state() == TcpState::Closed {
+            self.conns.remove(&id);
+            return;
+        }
+        if socket.recv_queue() > 0 {
+            self.abort(now, id, RstReason::UnreadData);
+        } else {
+            socket.close();
+            self.settle(now, id);
+        }
+    }
+
+    /// Resets the connection.
+    pub fn abort_socket(&mut self, now: Instant, id: SocketId) {
+        self.abort(now, id, RstReason::Aborted);
+    }
+
+    // ----- shutdown of the whole stack -----------------------------------------
+
+    /// First step of a clean stop: close every listener (resetting what is
+    /// queued) and send FIN on every connection.
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        let ports: Vec<u16> = self.listeners.keys().copied().collect();
+        for port in ports {
+            self.close_listener(now, port);
+        }
+        let ids: Vec<SocketId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(s) = self.conns.get_mut(&id).and_then(|c| c.socket()) {
+                s.close();
+            }
+            self.settle(now, id);
+        }
+    }
+
+    /// Connections still open (not yet closed, not in TIME-WAIT).
+    pub fn open_connections(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| {
+                c.sockets.is_some() && !matches!(c.state, TcpState::Closed | TcpState::TimeWait)
+            })
+            .count()
+    }
+
+    /// Last step: reset whatever did not finish closing; returns
+    /// `(closed cleanly, reset)`.
+    pub fn finish_shutdown(&mut self, now: Instant, closed: usize) -> (usize, usize) {
+        let ids: Vec<SocketId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.sockets.is_some() && c.state != TcpState::Closed)
+            .map(|(id, _)| *id)
+            .collect();
+        let reset = ids.len();
+        for id in ids {
+            self.abort(now, id, RstReason::Shutdown);
+        }
+        self.emit(now, Event::StackStopped { closed, reset });
+        (closed, reset)
+    }
+
+    // ----- the connection table ------------------------------------------------
+
+    /// A snapshot of every listener and socket (sorted by id).
+    pub fn table(&mut self) -> Table {
+        let mut listeners: Vec<ListenerInfo> = self
+            .listeners
+            .values()
+            .map(|l| ListenerInfo {
+                local: l.local,
+                backlog: l.backlog,
+                syn_queue: l.syn_queue.len(),
+                accept_queue: l.accept_queue.len(),
+            })
+            .collect();
+        listeners.sort_by_key(|l| l.local.port());
+        let mut sockets: Vec<SocketInfo> = Vec::new();
+        for (id, conn) in self.conns.iter_mut() {
+            if conn.sockets.is_none() {
+                continue;
+            }
+            let owner = match conn.owner {
+                Owner::SynQueue => "syn queue",
+                Owner::AcceptQueue => "accept queue",
+                Owner::App => "application",
+                Owner::Orphan => "closing",
+            };
+            let (recv_queue, send_queue, state) = conn
+                .socket()
+                .map(|s| (s.recv_queue(), s.send_queue(), s.state().to_string()))
+                .unwrap_or_default();
+            sockets.push(SocketInfo {
+                id: *id,
+                quad: conn.quad,
+                state,
+                owner,
+                accepted_by: conn.accepted_by.clone(),
+                recv_queue,
+                send_queue,
+            });
+        }
+        for (quad, tw) in self.demux.time_waits() {
+            sockets.push(SocketInfo {
+                id: tw.id,
+                quad: *quad,
+                state: TcpState::TimeWait.to_string(),
+                owner: "time-wait",
+                accepted_by: None,
+                recv_queue: 0,
+                send_queue: 0,
+            });
+        }
+        sockets.sort_by_key(|s| s.id);
+        Table {
+            listeners,
+            sockets,
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+fn not_connected() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "no such socket")
+}
+
+fn reset_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "connection reset")
+}

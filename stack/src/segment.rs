@@ -1,0 +1,248 @@
+//! Reading an incoming IP packet just far enough to route it.
+//!
+//! Before the engine sees a packet, our layer must know which connection it
+//! belongs to. [`classify`] parses the IPv4 and TCP headers (with etherparse),
+//! checks what the engine would otherwise check later — header and TCP
+//! checksums, fragments, impossible addresses — and returns either a TCP
+//! [`Segment`] with its 4-tuple, a packet for the engine itself (ICMP echo and
+//! anything else that is not TCP), or a reason to drop it.
+//!
+//! Verifying the TCP checksum here, once, means a corrupted SYN never creates
+//! a socket or an event; the engine is then told not to verify it again.
+//!
+//! IPv4 fragments are dropped and counted: reassembly inside the engine would
+//! complete in whichever connection's socket set happened to be passed in.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use etherparse::{IpNumber, Ipv4Slice, TcpOptionElement, TcpSlice};
+
+use crate::event::{DropReason, SynOptions};
+use crate::quad::Quad;
+
+/// The parts of a TCP segment our layer acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub quad: Quad,
+    pub seq: u32,
+    pub ack_number: u32,
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub payload_len: usize,
+    /// Options, parsed only for SYN segments (what the event log reports).
+    pub options: SynOptions,
+    /// The TSval of the timestamp option, on any segment.
+    pub tsval: Option<u32>,
+}
+
+impl Segment {
+    /// A connection request: SYN without ACK or RST.
+    pub fn is_bare_syn(&self) -> bool {
+        self.syn && !self.ack && !self.rst
+    }
+}
+
+/// What to do with an incoming packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// A TCP segment for the stack: demultiplex it by its 4-tuple.
+    Tcp(Segment),
+    /// Not TCP but addressed to the stack (e.g. ICMP echo): the engine handles it.
+    Engine,
+    /// Dropped before anything saw it.
+    Drop(DropReason),
+}
+
+/// Classifies one raw IP packet addressed (we hope) to `local`.
+pub fn classify(packet: &[u8], local: Ipv4Addr) -> Inbound {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {}
+        _ => return Inbound::Drop(DropReason::Malformed),
+    }
+    let ip = match Ipv4Slice::from_slice(packet) {
+        Ok(ip) => ip,
+        Err(_) => return Inbound::Drop(DropReason::Malformed),
+    };
+    let header = ip.header();
+    if internet_checksum(header.slice()) != 0 {
+        return Inbound::Drop(DropReason::BadChecksum);
+    }
+    if ip.is_payload_fragmented() {
+        return Inbound::Drop(DropReason::Fragment);
+    }
+    let (src, dst) = (header.source_addr(), header.destination_addr());
+    if dst != local {
+        return Inbound::Drop(DropReason::NotForUs);
+    }
+    if ip.payload_ip_number() != IpNumber::TCP {
+        return Inbound::Engine;
+    }
+    if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src == local {
+        return Inbound::Drop(DropReason::Malformed);
+    }
+    let tcp = match TcpSlice::from_slice(ip.payload().payload) {
+        Ok(tcp) => tcp,
+        Err(_) => return Inbound::Drop(DropReason::Malformed),
+    };
+    match tcp.calc_checksum_ipv4(header.source(), header.destination()) {
+        Ok(sum) if sum == tcp.checksum() => {}
+        _ => return Inbound::Drop(DropReason::BadChecksum),
+    }
+    if tcp.source_port() == 0 || tcp.destination_port() == 0 {
+        return Inbound::Drop(DropReason::Malformed);
+    }
+    let quad = Quad::new(
+        SocketAddr::new(IpAddr::V4(dst), tcp.destination_port()),
+        SocketAddr::new(IpAddr::V4(src), tcp.source_port()),
+    );
+    let mut options = SynOptions::default();
+    let mut tsval = None;
+    for opt in tcp.options_iterator() {
+        match opt {
+            Ok(TcpOptionElement::MaximumSegmentSize(m)) => options.mss = Some(m),
+            Ok(TcpOptionElement::WindowScale(w)) => options.window_scale = Some(w),
+            Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
+                options.sack_permitted = true
+            }
+            Ok(TcpOptionElement::Timestamp(v, _)) => tsval = Some(v),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        if !tcp.syn() && tsval.is_some() {
+            break;
+        }
+    }
+    options.timestamp = tsval;
+    Inbound::Tcp(Segment {
+        quad,
+        seq: tcp.sequence_number(),
+        ack_number: tcp.acknowledgment_number(),
+        syn: tcp.syn(),
+        ack: tcp.ack(),
+        fin: tcp.fin(),
+        rst: tcp.rst(),
+        payload_len: tcp.payload().len(),
+        options: if tcp.syn() {
+            options
+        } else {
+            SynOptions::default()
+        },
+        tsval,
+    })
+}
+
+/// The flags and acknowledgment number of a segment the engine transmitted:
+/// enough to see resets and to remember a connection's last ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outbound {
+    pub rst: bool,
+    pub fin: bool,
+    pub syn: bool,
+    pub ack_number: u32,
+}
+
+/// Reads an outgoing IPv4 packet's TCP flags, if it is TCP.
+pub fn outbound(packet: &[u8]) -> Option<Outbound> {
+    let ihl = usize::from(*packet.first()? & 0x0f) * 4;
+    if *packet.get(9)? != 6 {
+        return None;
+    }
+    let tcp = packet.get(ihl..ihl + 14)?;
+    let flags = tcp[13];
+    Some(Outbound {
+        fin: flags & 0x01 != 0,
+        syn: flags & 0x02 != 0,
+        rst: flags & 0x04 != 0,
+        ack_number: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+    })
+}
+
+/// The Internet checksum (RFC 1071) of `data`; 0 when a header's own
+/// checksum field is correct.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Wrapping comparison of TCP sequence numbers (RFC 9293 §3.4): `a` after `b`.
+pub fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    fn syn_bytes() -> Vec<u8> {
+        let b = PacketBuilder::ipv4([10, 0, 0, 1], LOCAL.octets(), 64)
+            .tcp(40000, 80, 1000, 64240)
+            .syn()
+            .options(&[
+                TcpOptionElement::MaximumSegmentSize(1460),
+                TcpOptionElement::SelectiveAcknowledgementPermitted,
+                TcpOptionElement::WindowScale(7),
+            ])
+            .unwrap();
+        let mut v = Vec::new();
+        b.write(&mut v, &[]).unwrap();
+        v
+    }
+
+    #[test]
+    fn syn_is_parsed_with_its_options() {
+        let Inbound::Tcp(seg) = classify(&syn_bytes(), LOCAL) else {
+            panic!("not tcp")
+        };
+        assert!(seg.is_bare_syn());
+        assert_eq!(seg.seq, 1000);
+        assert_eq!(seg.quad.remote, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(seg.options.mss, Some(1460));
+        assert_eq!(seg.options.window_scale, Some(7));
+        assert!(seg.options.sack_permitted);
+    }
+
+    #[test]
+    fn corrupted_tcp_checksum_is_dropped() {
+        let mut p = syn_bytes();
+        let last = p.len() - 1;
+        p[last] ^= 0xff;
+        assert_eq!(classify(&p, LOCAL), Inbound::Drop(DropReason::BadChecksum));
+    }
+
+    #[test]
+    fn fragments_and_garbage_are_dropped() {
+        let mut p = syn_bytes();
+        p[6] |= 0x20; // more fragments
+        p[10] = 0;
+        p[11] = 0;
+        let sum = internet_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(classify(&p, LOCAL), Inbound::Drop(DropReason::Fragment));
+        assert_eq!(classify(&[], LOCAL), Inbound::Drop(DropReason::Malformed));
+        assert_eq!(
+            classify(&[0x45, 0, 0], LOCAL),
+            Inbound::Drop(DropReason::Malformed)
+        );
+    }
+
+    #[test]
+    fn sequence_comparison_wraps() {
+        assert!(seq_after(5, u32::MAX - 5));
+        assert!(!seq_after(u32::MAX - 5, 5));
+    }
+}

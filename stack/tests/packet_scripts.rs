@@ -1,0 +1,604 @@
+//! Packet scripts: send this segment, expect that one.
+//!
+//! Every test drives the sans-IO core with hand-built IPv4/TCP segments and a
+//! fake clock — no device, no root, no threads.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use portlab::event::{Closer, Event, RstReason, SynDropReason};
+use portlab::netstack::ListenError;
+use portlab::{NetConfig, NetStack, Overflow, Quad};
+use smoltcp::time::{Duration, Instant};
+
+const STACK: [u8; 4] = [10, 0, 0, 2];
+const CLIENT: [u8; 4] = [10, 0, 0, 1];
+
+/// A segment as the stack sent it.
+#[derive(Debug, Clone)]
+struct Seg {
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    syn: bool,
+    has_ack: bool,
+    fin: bool,
+    rst: bool,
+    payload: Vec<u8>,
+}
+
+/// The stack under test, its fake clock, and everything it said.
+struct Lab {
+    stack: NetStack,
+    now: Instant,
+    events: Vec<Event>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        Lab::with(|_| {})
+    }
+
+    fn with(f: impl FnOnce(&mut NetConfig)) -> Lab {
+        let mut cfg = NetConfig::new(Ipv4Addr::from(STACK), 24);
+        cfg.seed = 42;
+        f(&mut cfg);
+        let now = Instant::from_secs(1_000);
+        Lab {
+            stack: NetStack::new(cfg, now),
+            now,
+            events: Vec::new(),
+        }
+    }
+
+    fn listen(&mut self, port: u16, backlog: usize) {
+        self.stack.listen(self.now, port, backlog).unwrap();
+    }
+
+    fn send(&mut self, packet: Vec<u8>) {
+        self.stack.receive(self.now, &packet);
+    }
+
+    /// The next segment the stack transmitted, if any.
+    fn recv(&mut self) -> Option<Seg> {
+        let p = self.stack.take_transmit()?;
+        let sliced = SlicedPacket::from_ip(&p).expect("stack sent a malformed packet");
+        let Some(TransportSlice::Tcp(t)) = sliced.transport else {
+            panic!("not TCP: {p:?}");
+        };
+        Some(Seg {
+            src_port: t.source_port(),
+            dst_port: t.destination_port(),
+            seq: t.sequence_number(),
+            ack: t.acknowledgment_number(),
+            syn: t.syn(),
+            has_ack: t.ack(),
+            fin: t.fin(),
+            rst: t.rst(),
+            payload: t.payload().to_vec(),
+        })
+    }
+
+    fn expect(&mut self) -> Seg {
+        self.recv().expect("expected a segment from the stack")
+    }
+
+    fn expect_nothing(&mut self) {
+        if let Some(s) = self.recv() {
+            panic!("expected silence, the stack sent {s:?}");
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.stack.poll_timers(self.now);
+    }
+
+    /// Lets delayed ACKs and other short timers fire.
+    fn settle(&mut self) {
+        self.advance(Duration::from_millis(50));
+    }
+
+    fn take_events(&mut self) -> &[Event] {
+        let mut recs = Vec::new();
+        self.stack.drain_events(&mut recs);
+        self.events.extend(recs.into_iter().map(|r| r.event));
+        &self.events
+    }
+
+    fn count(&mut self, kind: &str) -> usize {
+        self.take_events()
+            .iter()
+            .filter(|e| e.kind() == kind)
+            .count()
+    }
+
+    /// Runs a full handshake for `client`, returning the stack's ISN.
+    fn connect(&mut self, c: &mut Client) -> u32 {
+        self.send(c.syn());
+        let synack = self.expect();
+        assert!(
+            synack.syn && synack.has_ack,
+            "expected SYN-ACK, got {synack:?}"
+        );
+        assert_eq!(synack.ack, c.isn.wrapping_add(1));
+        c.established(synack.seq);
+        self.send(c.ack());
+        synack.seq
+    }
+}
+
+/// A scripted client on one source port.
+struct Client {
+    port: u16,
+    isn: u32,
+    /// Next sequence number to send.
+    seq: u32,
+    /// Next sequence number expected from the stack.
+    ack: u32,
+    dst: u16,
+}
+
+impl Client {
+    fn new(port: u16) -> Client {
+        Client::to(port, 80)
+    }
+
+    fn to(port: u16, dst: u16) -> Client {
+        let isn = 1_000_000 + u32::from(port);
+        Client {
+            port,
+            isn,
+            seq: isn,
+            ack: 0,
+            dst,
+        }
+    }
+
+    fn quad(&self) -> Quad {
+        Quad::new(
+            SocketAddr::from((STACK, self.dst)),
+            SocketAddr::from((CLIENT, self.port)),
+        )
+    }
+
+    fn established(&mut self, server_isn: u32) {
+        self.seq = self.isn.wrapping_add(1);
+        self.ack = server_isn.wrapping_add(1);
+    }
+
+    fn build(
+        &self,
+        f: impl FnOnce(
+            etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+        ) -> etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+        seq: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let b = PacketBuilder::ipv4(CLIENT, STACK, 64).tcp(self.port, self.dst, seq, 64240);
+        let b = f(b);
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v
+    }
+
+    fn syn(&self) -> Vec<u8> {
+        self.build(|b| b.syn(), self.isn, &[])
+    }
+
+    fn ack(&self) -> Vec<u8> {
+        let ack = self.ack;
+        self.build(|b| b.ack(ack), self.seq, &[])
+    }
+
+    fn data(&mut self, payload: &[u8]) -> Vec<u8> {
+        let ack = self.ack;
+        let p = self.build(|b| b.ack(ack).psh(), self.seq, payload);
+        self.seq = self.seq.wrapping_add(payload.len() as u32);
+        p
+    }
+
+    fn fin(&mut self) -> Vec<u8> {
+        let ack = self.ack;
+        let p = self.build(|b| b.ack(ack).fin(), self.seq, &[]);
+        self.seq = self.seq.wrapping_add(1);
+        p
+    }
+
+    fn rst(&self) -> Vec<u8> {
+        self.build(|b| b.rst(), self.seq, &[])
+    }
+}
+
+#[test]
+fn handshake_then_accept_gives_the_clients_four_tuple() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut c = Client::new(51234);
+    lab.send(c.syn());
+    let synack = lab.expect();
+    assert!(synack.syn && synack.has_ack);
+    assert_eq!((synack.src_port, synack.dst_port), (80, 51234));
+    assert_eq!(synack.ack, c.isn + 1);
+    c.established(synack.seq);
+    assert_eq!(
+        lab.stack.accept(lab.now, 80, None).unwrap(),
+        None,
+        "handshake not complete yet"
+    );
+    lab.send(c.ack());
+    lab.expect_nothing();
+    let (id, quad) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    assert_eq!(quad, c.quad());
+    assert_eq!(lab.count("syn"), 1);
+    assert_eq!(lab.count("socket_created"), 1);
+    assert_eq!(lab.count("accepted"), 1);
+    assert!(lab.take_events().iter().any(|e| matches!(e,
+        Event::State { id: i, to: smoltcp::socket::tcp::State::Established, .. } if *i == id)));
+}
+
+#[test]
+fn two_clients_on_one_port_are_two_sockets_and_one_listener() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut a = Client::new(51234);
+    let mut b = Client::new(51236);
+    lab.connect(&mut a);
+    lab.connect(&mut b);
+    let (ia, qa) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    let (ib, qb) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    assert_ne!(ia, ib);
+    assert_eq!((qa, qb), (a.quad(), b.quad()));
+
+    // Each segment reaches only its own connection.
+    lab.send(a.data(b"to a"));
+    lab.send(b.data(b"to b"));
+    let mut buf = [0u8; 16];
+    let n = lab.stack.recv(lab.now, ia, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"to a");
+    let n = lab.stack.recv(lab.now, ib, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"to b");
+
+    let table = lab.stack.table();
+    assert_eq!(table.listeners.len(), 1);
+    assert_eq!(table.sockets.len(), 2);
+    assert_eq!(lab.count("listen"), 1);
+    assert_eq!(lab.count("socket_created"), 2);
+}
+
+#[test]
+fn data_flows_both_ways() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut c = Client::new(40000);
+    lab.connect(&mut c);
+    let (id, _) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    lab.send(c.data(b"GET / HTTP/1.1\r\n\r\n"));
+    let mut buf = [0u8; 64];
+    let n = lab.stack.recv(lab.now, id, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        lab.stack
+            .send(lab.now, id, b"HTTP/1.1 200 OK\r\n\r\n")
+            .unwrap(),
+        19
+    );
+    let reply = lab.expect();
+    assert_eq!(reply.payload, b"HTTP/1.1 200 OK\r\n\r\n");
+    assert_eq!(reply.ack, c.seq, "the reply acknowledges the request");
+}
+
+#[test]
+fn retransmitted_syn_does_not_create_a_second_connection() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let c = Client::new(51234);
+    lab.send(c.syn());
+    let first = lab.expect();
+    assert!(first.syn);
+    lab.send(c.syn());
+    lab.send(c.syn());
+    assert_eq!(lab.count("socket_created"), 1);
+    assert_eq!(lab.stack.table().sockets.len(), 1);
+    assert_eq!(lab.stack.stats().sockets_created, 1);
+}
+
+#[test]
+fn full_accept_queue_drops_the_syn_silently() {
+    let mut lab = Lab::new();
+    lab.listen(80, 0); // backlog 0 still admits one
+    let mut a = Client::new(50001);
+    lab.connect(&mut a);
+    lab.expect_nothing();
+    let b = Client::new(50002);
+    lab.send(b.syn());
+    lab.expect_nothing();
+    assert!(lab.take_events().iter().any(|e| matches!(e,
+        Event::SynDropped { reason: SynDropReason::AcceptQueueFull, quad } if *quad == b.quad())));
+    // Once the application accepts, the retransmitted SYN gets in.
+    lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    lab.send(b.syn());
+    assert!(lab.expect().syn);
+}
+
+#[test]
+fn full_accept_queue_holds_back_the_completing_ack() {
+    let mut lab = Lab::new();
+    lab.listen(80, 0);
+    let mut a = Client::new(50001);
+    let mut b = Client::new(50002);
+    // b's SYN gets its SYN-ACK while the queue still has room...
+    lab.send(b.syn());
+    let b_synack = lab.expect();
+    b.established(b_synack.seq);
+    // ...then a completes first and fills the queue.
+    lab.connect(&mut a);
+    lab.send(b.ack());
+    lab.expect_nothing();
+    assert_eq!(lab.count("handshake_held"), 1);
+    assert_eq!(lab.stack.table().listeners[0].syn_queue, 1);
+    // The application accepts a; b's retransmitted ACK now completes.
+    let (_, qa) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    assert_eq!(qa, a.quad());
+    lab.send(b.ack());
+    let (_, qb) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    assert_eq!(qb, b.quad());
+}
+
+#[test]
+fn overflow_rst_answers_the_completing_ack_with_a_reset() {
+    let mut lab = Lab::with(|c| c.overflow = Overflow::Rst);
+    lab.listen(80, 0);
+    let mut a = Client::new(50001);
+    let mut b = Client::new(50002);
+    lab.send(b.syn());
+    let b_synack = lab.expect();
+    b.established(b_synack.seq);
+    lab.connect(&mut a);
+    lab.send(b.ack());
+    let rst = lab.expect();
+    assert!(rst.rst, "expected RST, got {rst:?}");
+    assert_eq!(rst.dst_port, 50002);
+    assert!(lab.take_events().iter().any(|e| matches!(
+        e,
+        Event::RstSent {
+            reason: RstReason::AcceptQueueOverflow,
+            ..
+        }
+    )));
+    assert_eq!(lab.stack.table().sockets.len(), 1, "b's socket is freed");
+}
+
+#[test]
+fn segment_to_a_closed_port_gets_a_reset() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let c = Client::to(40000, 81);
+    lab.send(c.syn());
+    let rst = lab.expect();
+    assert!(rst.rst && rst.has_ack);
+    assert_eq!(rst.ack, c.isn + 1);
+    assert!(lab.take_events().iter().any(|e| matches!(
+        e,
+        Event::RstSent {
+            reason: RstReason::NoListener,
+            ..
+        }
+    )));
+    assert_eq!(lab.count("socket_created"), 0);
+}
+
+#[test]
+fn ack_for_no_connection_on_a_listening_port_gets_a_reset() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut c = Client::new(40000);
+    c.established(777);
+    lab.send(c.ack());
+    let rst = lab.expect();
+    assert!(rst.rst);
+    assert_eq!(
+        rst.seq, 778,
+        "a reset to an ACK takes its sequence number from the ACK"
+    );
+}
+
+#[test]
+fn second_listen_on_a_port_is_addr_in_use() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    assert_eq!(
+        lab.stack.listen(lab.now, 80, 16),
+        Err(ListenError::AddrInUse(80))
+    );
+    assert_eq!(lab.count("listen_failed"), 1);
+    // Another port is fine.
+    lab.listen(8080, 16);
+}
+
+#[test]
+fn closing_a_listener_resets_the_connections_still_queued() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut a = Client::new(50001);
+    let b = Client::new(50002);
+    lab.connect(&mut a); // in the accept queue
+    lab.send(b.syn()); // in the SYN queue
+    assert!(lab.expect().syn);
+    lab.stack.close_listener(lab.now, 80);
+    let r1 = lab.expect();
+    let r2 = lab.expect();
+    assert!(r1.rst && r2.rst);
+    let mut ports = [r1.dst_port, r2.dst_port];
+    ports.sort();
+    assert_eq!(ports, [50001, 50002]);
+    assert_eq!(lab.stack.table().sockets.len(), 0);
+    assert_eq!(lab.count("listen_closed"), 1);
+    // The port is closed now.
+    lab.send(Client::new(50003).syn());
+    assert!(lab.expect().rst);
+}
+
+/// The server closes first: the stack holds TIME-WAIT, and a newer SYN from
+/// the same client port is a new connection at once.
+#[test]
+fn syn_reusing_a_time_wait_four_tuple_is_a_new_connection() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut c = Client::new(45000);
+    lab.connect(&mut c);
+    let (id, _) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    lab.stack.close(lab.now, id);
+    let fin = lab.expect();
+    assert!(fin.fin);
+    c.ack = fin.seq.wrapping_add(1);
+    lab.send(c.fin());
+    let last_ack = lab.expect();
+    assert!(last_ack.has_ack && !last_ack.fin);
+    assert_eq!(last_ack.ack, c.seq);
+    lab.settle();
+    assert_eq!(lab.stack.table().sockets[0].state, "TIME-WAIT");
+    assert!(lab.take_events().iter().any(|e| matches!(
+        e,
+        Event::Closed {
+            by: Closer::Local,
+            ..
+        }
+    )));
+
+    // A retransmitted FIN is acknowledged again from the record.
+    c.seq -= 1;
+    lab.send(c.fin());
+    let again = lab.expect();
+    assert_eq!((again.seq, again.ack), (last_ack.seq, last_ack.ack));
+
+    // A new SYN with a higher sequence number reuses the 4-tuple.
+    let mut c2 = Client::new(45000);
+    c2.isn = c.seq.wrapping_add(100_000);
+    lab.send(c2.syn());
+    let synack = lab.expect();
+    assert!(
+        synack.syn && synack.has_ack,
+        "expected SYN-ACK, got {synack:?}"
+    );
+    assert_eq!(lab.count("time_wait_reused"), 1);
+    assert_eq!(lab.count("socket_created"), 2);
+}
+
+#[test]
+fn time_wait_expires() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut c = Client::new(45001);
+    lab.connect(&mut c);
+    let (id, _) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    lab.stack.close(lab.now, id);
+    c.ack = lab.expect().seq.wrapping_add(1);
+    lab.send(c.fin());
+    lab.settle();
+    assert_eq!(lab.stack.table().sockets.len(), 1);
+    lab.advance(Duration::from_secs(11));
+    assert_eq!(lab.stack.table().sockets.len(), 0);
+    assert_eq!(lab.count("time_wait_expired"), 1);
+}
+
+#[test]
+fn peer_closing_first_leaves_no_time_wait_on_the_stack() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut c = Client::new(45002);
+    lab.connect(&mut c);
+    let (id, _) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    lab.send(c.fin());
+    lab.settle();
+    while lab.recv().is_some() {}
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        lab.stack.recv(lab.now, id, &mut buf).unwrap(),
+        0,
+        "end of stream"
+    );
+    lab.stack.close(lab.now, id);
+    let fin = lab.expect();
+    assert!(fin.fin);
+    c.ack = fin.seq.wrapping_add(1);
+    lab.send(c.ack());
+    lab.settle();
+    assert_eq!(lab.stack.table().sockets.len(), 0);
+    assert!(lab.take_events().iter().any(|e| matches!(
+        e,
+        Event::Closed {
+            by: Closer::Remote,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn half_open_connection_expires_silently() {
+    let mut lab = Lab::with(|c| c.syn_timeout = Duration::from_secs(5));
+    lab.listen(80, 16);
+    let c = Client::new(46000);
+    lab.send(c.syn());
+    assert!(lab.expect().syn);
+    lab.advance(Duration::from_secs(6));
+    while let Some(s) = lab.recv() {
+        assert!(!s.rst, "expiry must not send a reset");
+    }
+    assert_eq!(lab.stack.table().sockets.len(), 0);
+    assert!(lab.take_events().iter().any(|e| matches!(
+        e,
+        Event::Closed {
+            by: Closer::Timeout,
+            ..
+        }
+    )));
+    assert_eq!(lab.stack.table().listeners[0].syn_queue, 0);
+}
+
+#[test]
+fn reset_in_syn_received_frees_the_socket() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut c = Client::new(46001);
+    lab.send(c.syn());
+    let synack = lab.expect();
+    c.established(synack.seq);
+    lab.send(c.rst());
+    lab.expect_nothing();
+    assert_eq!(lab.stack.table().sockets.len(), 0);
+    assert_eq!(lab.stack.table().listeners[0].syn_queue, 0);
+}
+
+#[test]
+fn closing_with_unread_data_resets() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut c = Client::new(46002);
+    lab.connect(&mut c);
+    let (id, _) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    lab.send(c.data(b"unread"));
+    lab.settle();
+    while lab.recv().is_some() {}
+    lab.stack.close(lab.now, id);
+    assert!(lab.expect().rst);
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let syn = Client::new(47000).syn();
+    for cut in 0..syn.len() {
+        lab.send(syn[..cut].to_vec());
+    }
+    let mut flipped = syn.clone();
+    for i in 0..flipped.len() {
+        flipped[i] ^= 0x5a;
+        lab.send(flipped.clone());
+        flipped[i] ^= 0x5a;
+    }
+    assert_eq!(lab.count("socket_created"), 0);
+    assert!(lab.stack.stats().packets_dropped > 0);
+}
