@@ -1,1 +1,73 @@
-fn main() {}
+//! `portlab`: the demonstrations, on a userspace TCP/IP stack.
+//!
+//! This binary is thin: flags are parsed in `cli`, the HTTP demo lives in
+//! `serve` (with `http` and `page`), clean stops in `signals`. Errors end up
+//! here, printed as one actionable sentence, with exit code 1 (2 for usage).
+
+mod cli;
+mod http;
+mod page;
+mod serve;
+mod signals;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use portlab::net::Stack;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    if let Err(e) = signals::block() {
+        eprintln!("portlab: cannot set up signal handling: {e}");
+        return ExitCode::from(1);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portlab: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(l) = level {
+        b.parse_filters(l);
+    }
+    b.format_target(false).init();
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.stack_config()?;
+            let stack = Arc::new(Stack::start(config)?);
+            log::info!(
+                "stack {} up on device {} (kernel side {}): open http://{}:{}/",
+                stack.addr(),
+                stack.device_name(),
+                stack.host_addr(),
+                stack.addr(),
+                args.port
+            );
+            let grace = Duration::from_millis(args.grace_ms);
+            let s2 = stack.clone();
+            signals::on_stop(move |sig| {
+                log::info!(
+                    "{sig}: closing connections (up to {} ms), then stopping",
+                    grace.as_millis()
+                );
+                s2.shutdown(grace);
+            })?;
+            let result = serve::run(&args, stack.clone());
+            stack.shutdown(grace);
+            result
+        }
+    }
+}

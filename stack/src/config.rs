@@ -6,7 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use smoltcp::time::Duration;
+pub use smoltcp::time::Duration;
 
 /// What to do with the ACK that completes a handshake when the accept queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

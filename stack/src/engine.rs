@@ -21,7 +21,7 @@ use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use crate::config::NetConfig;
 
@@ -63,9 +63,7 @@ impl Engine {
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(cfg.addr), cfg.prefix_len));
         });
         if let Some(gw) = cfg.default_gateway {
-            let _ = iface
-                .routes_mut()
-                .add_default_ipv4_route(Ipv4Address::from(gw));
+            let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
         Engine { iface, caps }
     }

@@ -110,6 +110,8 @@ pub enum DropReason {
     BadChecksum,
     Fragment,
     NotForUs,
+    /// An IPv6 packet (the kernel sends router solicitations on a new link).
+    Ipv6,
     /// A segment for a connection still in SYN-RECEIVED was held back
     /// because the listener's accept queue is full.
     AcceptQueueFull,
@@ -122,6 +124,7 @@ impl DropReason {
             DropReason::BadChecksum => "bad checksum",
             DropReason::Fragment => "ip fragment",
             DropReason::NotForUs => "not addressed to the stack",
+            DropReason::Ipv6 => "ipv6 not enabled",
             DropReason::AcceptQueueFull => "accept queue full",
         }
     }

@@ -18,11 +18,14 @@
 
 pub mod config;
 pub mod demux;
+pub mod device;
 pub mod engine;
 pub mod event;
 pub mod listener;
+pub mod net;
 pub mod netstack;
 pub mod quad;
+pub mod runtime;
 pub mod segment;
 pub mod timers;
 pub mod timewait;

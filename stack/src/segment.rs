@@ -59,6 +59,7 @@ pub enum Inbound {
 pub fn classify(packet: &[u8], local: Ipv4Addr) -> Inbound {
     match packet.first().map(|b| b >> 4) {
         Some(4) => {}
+        Some(6) => return Inbound::Drop(DropReason::Ipv6),
         _ => return Inbound::Drop(DropReason::Malformed),
     }
     let ip = match Ipv4Slice::from_slice(packet) {

@@ -1,0 +1,252 @@
+//! Command-line flags, parsed in one place into a validated configuration.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use portlab::config::{DeviceConfig, NetConfig, Overflow};
+use portlab::net::{DEFAULT_TUN, StackConfig, random_seed};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "portlab",
+    version,
+    about = "A userspace TCP/IP stack on a TUN device that shows how one listening port \
+             serves many connections at once",
+    long_about = None,
+)]
+pub struct Cli {
+    /// Log level for the human-readable event log (error, warn, info, debug, trace).
+    /// Overrides RUST_LOG, which sudo usually strips anyway.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve HTTP on the stack's address: every visitor sees its own 4-tuple
+    /// and the live connection table.
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
+}
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  sudo portlab serve
+      Stack at 10.203.80.2 on TUN 'portlab0'; open http://10.203.80.2/ in a browser.
+  sudo portlab serve --events events.jsonl --backlog 4
+      Also write every event as a JSON line to events.jsonl; a small accept queue.
+  sudo portlab serve --tun lab1 --addr 10.203.81.2/24 --port 8080 --overflow rst
+      Another device and prefix, port 8080, reset handshakes that overflow the queue.
+
+The kernel side of the TUN gets the first host address of the prefix
+(10.203.80.1 by default), so connections from this machine to the stack's
+address go through the device, and the stack sees each one as a 4-tuple.";
+
+/// Flags shared by every command that starts a stack on a TUN device.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Name of the TUN device to create.
+    #[arg(long, default_value = DEFAULT_TUN, value_name = "NAME")]
+    pub tun: String,
+
+    /// The stack's own address and prefix length.
+    #[arg(long, default_value = "10.203.80.2/24", value_name = "IP/PREFIX")]
+    pub addr: String,
+
+    /// The kernel side's address on the device [default: first host address of the prefix].
+    #[arg(long, value_name = "IP")]
+    pub host_addr: Option<Ipv4Addr>,
+
+    /// Device MTU.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..))]
+    pub mtu: u16,
+
+    /// Seed for the stack's random numbers (initial sequence numbers), for
+    /// reproducible labs [default: from the OS].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Give the stack a default route via the host address (namespace labs:
+    /// by default it can only reach its own subnet).
+    #[arg(long)]
+    pub default_route: bool,
+
+    /// Write every event as a JSON line to this file ('-' for standard output).
+    #[arg(long, value_name = "PATH|-")]
+    pub events: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OverflowArg {
+    /// Drop the completing ACK silently; the client retransmits (Linux default).
+    Drop,
+    /// Answer it with RST (Linux's tcp_abort_on_overflow).
+    Rst,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = 80)]
+    pub port: u16,
+
+    /// Accept-queue length: completed connections that may wait for accept().
+    #[arg(long, default_value_t = 511)]
+    pub backlog: usize,
+
+    /// What to do when a handshake completes while the accept queue is full.
+    #[arg(long, value_enum, default_value_t = OverflowArg::Drop)]
+    pub overflow: OverflowArg,
+
+    /// Half-open connections (SYN-RECEIVED) allowed per listener.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub syn_queue: usize,
+
+    /// Seconds a connection may stay in SYN-RECEIVED.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub syn_timeout: u64,
+
+    /// Seconds the stack keeps a 4-tuple in TIME-WAIT after closing first.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub time_wait: u64,
+
+    /// Seconds a client may take to send a request's headers (and to stay idle
+    /// between keep-alive requests).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub header_timeout: u64,
+
+    /// On Ctrl-C or SIGTERM: milliseconds connected peers get to finish closing
+    /// before they are reset.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub grace_ms: u64,
+}
+
+/// A flag value that does not make sense, with what to do instead.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Parses `a.b.c.d/len`.
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), UsageError> {
+    let bad = || {
+        UsageError(format!(
+            "--addr '{s}' is not an IPv4 address with a prefix length, like 10.203.80.2/24"
+        ))
+    };
+    let (ip, len) = s.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&len) {
+        return Err(UsageError(format!(
+            "--addr prefix length /{len} is out of range: use /8 to /30 (the stack and the \
+             kernel side need two host addresses)"
+        )));
+    }
+    Ok((ip, len))
+}
+
+impl DeviceArgs {
+    /// Builds the stack configuration these flags describe.
+    pub fn stack_config(&self) -> Result<StackConfig, Box<dyn std::error::Error>> {
+        let (addr, prefix) = parse_cidr(&self.addr)?;
+        let mut net = NetConfig::new(addr, prefix);
+        net.mtu = usize::from(self.mtu);
+        net.seed = self.seed.unwrap_or_else(random_seed);
+        let host_addr = self.host_addr.unwrap_or_else(|| net.default_host_addr());
+        if self.default_route {
+            net.default_gateway = Some(host_addr);
+        }
+        let events: Option<Box<dyn Write + Send>> = match &self.events {
+            None => None,
+            Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+            Some(p) => {
+                let f = File::create(p).map_err(|e| {
+                    UsageError(format!(
+                        "cannot create the events file {}: {e}",
+                        p.display()
+                    ))
+                })?;
+                Some(Box::new(BufWriter::new(f)))
+            }
+        };
+        Ok(StackConfig {
+            net,
+            device: DeviceConfig {
+                name: self.tun.clone(),
+                host_addr,
+                tx_queue_len: 4096,
+            },
+            events,
+        })
+    }
+}
+
+impl ServeArgs {
+    pub fn stack_config(&self) -> Result<StackConfig, Box<dyn std::error::Error>> {
+        let mut c = self.device.stack_config()?;
+        c.net.overflow = match self.overflow {
+            OverflowArg::Drop => Overflow::Drop,
+            OverflowArg::Rst => Overflow::Rst,
+        };
+        c.net.syn_queue_cap = self.syn_queue.max(1);
+        c.net.syn_timeout = smoltcp_secs(self.syn_timeout);
+        c.net.time_wait = smoltcp_secs(self.time_wait);
+        Ok(c)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout.max(1))
+    }
+}
+
+fn smoltcp_secs(s: u64) -> portlab::config::Duration {
+    portlab::config::Duration::from_secs(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parsing_explains_mistakes() {
+        assert_eq!(
+            parse_cidr("10.203.80.2/24").unwrap(),
+            (Ipv4Addr::new(10, 203, 80, 2), 24)
+        );
+        assert!(
+            parse_cidr("10.203.80.2")
+                .unwrap_err()
+                .0
+                .contains("prefix length")
+        );
+        assert!(
+            parse_cidr("10.203.80.2/31")
+                .unwrap_err()
+                .0
+                .contains("/8 to /30")
+        );
+    }
+
+    #[test]
+    fn help_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,211 @@
+//! A small, bounded HTTP/1.1 request parser and response writer.
+//!
+//! Bounded: the request head may be at most [`MAX_HEAD`] bytes and a body at
+//! most [`MAX_BODY`]; anything else is a `400`/`413`/`431` and the connection
+//! closes. The parser is pure (bytes in, request out) so it is easy to test.
+
+/// Largest request head (request line and headers) accepted.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Largest request body accepted (and discarded).
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    /// HTTP/1.1 (true) or HTTP/1.0 (false).
+    pub http11: bool,
+    /// Whether the client wants the connection kept open afterwards.
+    pub keep_alive: bool,
+    pub content_length: usize,
+}
+
+/// Why a request was refused; each maps to a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpError {
+    BadRequest,
+    HeadTooLarge,
+    BodyTooLarge,
+}
+
+impl HttpError {
+    pub fn status(self) -> (u16, &'static str) {
+        match self {
+            HttpError::BadRequest => (400, "Bad Request"),
+            HttpError::HeadTooLarge => (431, "Request Header Fields Too Large"),
+            HttpError::BodyTooLarge => (413, "Content Too Large"),
+        }
+    }
+}
+
+/// Parses a request head from the start of `buf`. `Ok(None)`: incomplete,
+/// read more. `Ok(Some((req, n)))`: the head is the first `n` bytes.
+pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
+    let Some(end) = find(buf, b"\r\n\r\n") else {
+        return if buf.len() > MAX_HEAD {
+            Err(HttpError::HeadTooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    if end + 4 > MAX_HEAD {
+        return Err(HttpError::HeadTooLarge);
+    }
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| HttpError::BadRequest)?;
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().ok_or(HttpError::BadRequest)?;
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HttpError::BadRequest);
+    };
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphabetic());
+    if !token(method) || !target.starts_with('/') {
+        return Err(HttpError::BadRequest);
+    }
+    let http11 = match version {
+        "HTTP/1.1" => true,
+        "HTTP/1.0" => false,
+        _ => return Err(HttpError::BadRequest),
+    };
+    let mut keep_alive = http11;
+    let mut content_length = 0usize;
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or(HttpError::BadRequest)?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("connection") {
+            let v = value.to_ascii_lowercase();
+            if v.contains("close") {
+                keep_alive = false;
+            } else if v.contains("keep-alive") {
+                keep_alive = true;
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse().map_err(|_| HttpError::BadRequest)?;
+            if content_length > MAX_BODY {
+                return Err(HttpError::BodyTooLarge);
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked request bodies are not needed by anything we serve.
+            return Err(HttpError::BadRequest);
+        }
+    }
+    Ok(Some((
+        Request {
+            method: method.to_string(),
+            target: target.to_string(),
+            http11,
+            keep_alive,
+            content_length,
+        },
+        end + 4,
+    )))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A response ready to be written.
+pub struct Response {
+    pub status: u16,
+    pub reason: &'static str,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn new(
+        status: u16,
+        reason: &'static str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Self {
+        Response {
+            status,
+            reason,
+            content_type,
+            body,
+        }
+    }
+
+    pub fn text(status: u16, reason: &'static str, body: &str) -> Self {
+        Response::new(
+            status,
+            reason,
+            "text/plain; charset=utf-8",
+            body.as_bytes().to_vec(),
+        )
+    }
+
+    /// Head and body, ready for one write (one segment when it fits).
+    pub fn to_bytes(&self, keep_alive: bool, head_only: bool) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
+             Server: portlab\r\nConnection: {}\r\n\r\n",
+            self.status,
+            self.reason,
+            self.content_type,
+            self.body.len(),
+            if keep_alive { "keep-alive" } else { "close" }
+        )
+        .into_bytes();
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curl_request_parses() {
+        let raw = b"GET /connections.json HTTP/1.1\r\nHost: 10.203.80.2\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\nextra";
+        let (req, n) = parse(raw).unwrap().unwrap();
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.target, "/connections.json");
+        assert!(req.keep_alive);
+        assert_eq!(&raw[n..], b"extra");
+    }
+
+    #[test]
+    fn incomplete_head_asks_for_more() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn connection_close_and_http10() {
+        let (r, _) = parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!r.keep_alive);
+        let (r, _) = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!r.keep_alive);
+        let (r, _) = parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(r.keep_alive);
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        assert_eq!(parse(b"hello\r\n\r\n"), Err(HttpError::BadRequest));
+        assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n"), Err(HttpError::BadRequest));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nno colon\r\n\r\n"),
+            Err(HttpError::BadRequest)
+        );
+        assert_eq!(
+            parse(&vec![b'a'; MAX_HEAD + 1]),
+            Err(HttpError::HeadTooLarge)
+        );
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+            Err(HttpError::BodyTooLarge)
+        );
+    }
+}

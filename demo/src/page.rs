@@ -1,0 +1,245 @@
+//! What a visitor sees: its own 4-tuple and the live connection table, as
+//! HTML (`GET /`) and as JSON (`GET /connections.json`).
+
+use std::fmt::Write as _;
+
+use portlab::Quad;
+use portlab::event::push_json_string;
+use portlab::netstack::Table;
+
+/// Everything a page shows.
+pub struct View<'a> {
+    pub you: Quad,
+    pub your_id: u64,
+    pub model: &'a str,
+    pub table: &'a Table,
+}
+
+impl View<'_> {
+    /// Connections (not TIME-WAIT, not closing) on the visitor's local port.
+    fn open_on_port(&self) -> usize {
+        let port = self.you.local.port();
+        self.table
+            .sockets
+            .iter()
+            .filter(|s| {
+                s.quad.local.port() == port && s.owner != "time-wait" && s.owner != "closing"
+            })
+            .count()
+    }
+
+    pub fn json(&self) -> String {
+        let t = self.table;
+        let mut o = String::from("{\"you\":{");
+        let _ = write!(o, "\"id\":{},\"local\":", self.your_id);
+        push_json_string(&mut o, &self.you.local.to_string());
+        o.push_str(",\"remote\":");
+        push_json_string(&mut o, &self.you.remote.to_string());
+        o.push_str("},\"model\":");
+        push_json_string(&mut o, self.model);
+        let _ = write!(
+            o,
+            ",\"open_on_port\":{},\"listeners\":[",
+            self.open_on_port()
+        );
+        for (i, l) in t.listeners.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            o.push_str("{\"local\":");
+            push_json_string(&mut o, &l.local.to_string());
+            let _ = write!(
+                o,
+                ",\"backlog\":{},\"syn_queue\":{},\"accept_queue\":{}}}",
+                l.backlog, l.syn_queue, l.accept_queue
+            );
+        }
+        o.push_str("],\"sockets\":[");
+        for (i, s) in t.sockets.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            let _ = write!(o, "{{\"id\":{},\"local\":", s.id.0);
+            push_json_string(&mut o, &s.quad.local.to_string());
+            o.push_str(",\"remote\":");
+            push_json_string(&mut o, &s.quad.remote.to_string());
+            o.push_str(",\"state\":");
+            push_json_string(&mut o, &s.state);
+            o.push_str(",\"owner\":");
+            push_json_string(&mut o, s.owner);
+            o.push_str(",\"served_by\":");
+            match &s.accepted_by {
+                Some(b) => push_json_string(&mut o, b),
+                None => o.push_str("null"),
+            }
+            let _ = write!(
+                o,
+                ",\"recv_q\":{},\"send_q\":{}}}",
+                s.recv_queue, s.send_queue
+            );
+        }
+        let st = &t.stats;
+        let _ = write!(
+            o,
+            "],\"stats\":{{\"syns\":{},\"syns_dropped\":{},\"handshakes_held\":{},\
+             \"resets_sent\":{},\"sockets_created\":{},\"time_wait_reused\":{},\
+             \"packets_in\":{},\"packets_out\":{},\"packets_dropped\":{}}}}}",
+            st.syns,
+            st.syns_dropped,
+            st.handshakes_held,
+            st.resets_sent,
+            st.sockets_created,
+            st.time_wait_reused,
+            st.packets_in,
+            st.packets_out,
+            st.packets_dropped
+        );
+        o
+    }
+
+    pub fn html(&self) -> String {
+        let you = &self.you;
+        let port = you.local.port();
+        let n = self.open_on_port();
+        let mut h = String::new();
+        let _ = write!(
+            h,
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>portlab: you are {remote}</title><style>{CSS}</style></head><body>\
+             <h1>One port, many connections</h1>\
+             <p class=\"you\" id=\"you\">You are <b>{remote}</b> talking to <b>{local}</b> \
+             &mdash; one of <b id=\"count\">{n}</b> connection{s} on port {port} right now.</p>\
+             <p>Your browser (its kernel, really) picked source port <b>{rport}</b> for this \
+             connection. The stack listens on port {port} with <em>one</em> listening socket; \
+             when your SYN arrived it created a new socket (<b>#{id}</b>) just for the 4-tuple \
+             <code>{local} &larr; {remote}</code>, and every segment carrying that 4-tuple goes to \
+             that socket alone. Open a second tab and it gets a different source port: a \
+             different 4-tuple, another socket, the same listening port.</p>\
+             <p>Serving model: <b>{model}</b>.</p>",
+            remote = you.remote,
+            local = you.local,
+            rport = you.remote.port(),
+            id = self.your_id,
+            s = if n == 1 { "" } else { "s" },
+            model = html_escape(self.model),
+        );
+        h.push_str(
+            "<h2>Listening sockets</h2><table><tr><th>local</th><th>SYN queue</th>\
+             <th>accept queue</th><th>backlog</th></tr>",
+        );
+        for l in &self.table.listeners {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                l.local, l.syn_queue, l.accept_queue, l.backlog
+            );
+        }
+        h.push_str(
+            "</table><h2>Connection table</h2><table id=\"sockets\"><tr><th>socket</th>\
+             <th>local</th><th>remote</th><th>state</th><th>held by</th><th>served by</th></tr>",
+        );
+        for s in &self.table.sockets {
+            let mine = s.quad == *you;
+            let _ = write!(
+                h,
+                "<tr{}><td>#{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                if mine { " class=\"mine\"" } else { "" },
+                s.id.0,
+                s.quad.local,
+                s.quad.remote,
+                s.state,
+                s.owner,
+                html_escape(s.accepted_by.as_deref().unwrap_or("")),
+            );
+        }
+        let st = &self.table.stats;
+        let _ = write!(
+            h,
+            "</table><p class=\"stats\">SYNs seen {}, dropped {}, handshakes held {}, resets sent {}, \
+             sockets created {}, TIME-WAIT reused {}.</p>\
+             <p>The same table as JSON: <a href=\"/connections.json\">/connections.json</a>.</p>\
+             </body></html>\n",
+            st.syns,
+            st.syns_dropped,
+            st.handshakes_held,
+            st.resets_sent,
+            st.sockets_created,
+            st.time_wait_reused
+        );
+        h
+    }
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:60em;color:#222}\
+    .you{font-size:1.3em;background:#eef6ff;padding:.6em;border-left:4px solid #2a6fdb}\
+    table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.2em .6em;\
+    font-family:ui-monospace,monospace;font-size:.9em}tr.mine{background:#fff3b0;font-weight:bold}\
+    .stats{color:#555}";
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portlab::SocketId;
+    use portlab::netstack::{ListenerInfo, SocketInfo};
+
+    fn table() -> Table {
+        let q = |p: u16| {
+            Quad::new(
+                "10.203.80.2:80".parse().unwrap(),
+                format!("10.203.80.1:{p}").parse().unwrap(),
+            )
+        };
+        let row = |id: u64, p: u16, owner: &'static str| SocketInfo {
+            id: SocketId(id),
+            quad: q(p),
+            state: "ESTABLISHED".into(),
+            owner,
+            accepted_by: Some("conn-<1>".into()),
+            recv_queue: 0,
+            send_queue: 0,
+        };
+        Table {
+            listeners: vec![ListenerInfo {
+                local: "0.0.0.0:80".parse().unwrap(),
+                backlog: 511,
+                syn_queue: 0,
+                accept_queue: 1,
+            }],
+            sockets: vec![
+                row(1, 51234, "application"),
+                row(2, 51236, "application"),
+                row(3, 40000, "time-wait"),
+            ],
+            stats: Default::default(),
+        }
+    }
+
+    #[test]
+    fn page_names_the_visitors_four_tuple_and_counts_open_connections() {
+        let t = table();
+        let v = View {
+            you: t.sockets[0].quad,
+            your_id: 1,
+            model: "thread-per-connection",
+            table: &t,
+        };
+        let html = v.html();
+        assert!(html.contains("You are <b>10.203.80.1:51234</b> talking to <b>10.203.80.2:80</b>"));
+        assert!(html.contains("one of <b id=\"count\">2</b> connections on port 80"));
+        assert!(html.contains("<tr class=\"mine\"><td>#1</td>"));
+        assert!(html.contains("conn-&lt;1&gt;"), "names are escaped");
+        let json = v.json();
+        assert!(json.starts_with(
+            r#"{"you":{"id":1,"local":"10.203.80.2:80","remote":"10.203.80.1:51234"}"#
+        ));
+        assert!(json.contains(r#""accept_queue":1"#));
+    }
+}

@@ -1,0 +1,474 @@
+//! The application's view: a blocking, std::net-like API.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use portlab::net::{Stack, StackConfig};
+//!
+//! let stack = Stack::start(StackConfig::default()).expect("start the stack");
+//! let listener = stack.listen(80, 128).expect("listen");
+//! loop {
+//!     let (mut stream, quad) = listener.accept().expect("accept");
+//!     // `quad` is this connection's 4-tuple: one listener, one socket per client.
+//!     std::thread::spawn(move || {
+//!         let mut buf = [0u8; 1024];
+//!         let _ = stream.read(&mut buf);
+//!         let _ = stream.write_all(format!("you are {}\n", quad.remote).as_bytes());
+//!     });
+//! }
+//! ```
+//!
+//! [`Stack`] starts the runtime thread on a TUN device. [`TcpListener::accept`]
+//! blocks until the listener's accept queue has a connection and returns a
+//! [`TcpStream`] — a new socket — with its [`Quad`]. Streams implement `Read`
+//! and `Write`, can be half-closed with `shutdown`, and close when dropped.
+//! Every type is `Send + Sync`; blocked threads sleep on a condition variable
+//! of their own socket until the runtime wakes them.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{DeviceConfig, NetConfig};
+use crate::device::{DeviceError, TunDevice};
+use crate::event::Event;
+use crate::netstack::{NetStack, Ready, Table};
+use crate::quad::{Quad, SocketId};
+use crate::runtime::{self, Clock, EventSink, Inner, Shared};
+
+/// Everything needed to start a stack.
+pub struct StackConfig {
+    pub net: NetConfig,
+    pub device: DeviceConfig,
+    /// Where JSON event lines go (`None`: only the human log).
+    pub events: Option<Box<dyn Write + Send>>,
+}
+
+/// The default lab prefix: unlikely to clash with home or office networks.
+pub const DEFAULT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 203, 80, 2);
+pub const DEFAULT_PREFIX: u8 = 24;
+pub const DEFAULT_TUN: &str = "portlab0";
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        let mut net = NetConfig::new(DEFAULT_ADDR, DEFAULT_PREFIX);
+        net.seed = random_seed();
+        let host_addr = net.default_host_addr();
+        StackConfig {
+            net,
+            device: DeviceConfig {
+                name: DEFAULT_TUN.into(),
+                host_addr,
+                tx_queue_len: 4096,
+            },
+            events: None,
+        }
+    }
+}
+
+/// A seed from the OS random source (smoltcp's own default is 0, which
+/// would make every run's sequence numbers identical).
+pub fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most 8 bytes into the buffer.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), 8, 0) };
+    if n == 8 {
+        u64::from_ne_bytes(seed)
+    } else {
+        // Fall back to the clock: still different on every run.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    }
+}
+
+/// Why a stack could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Device(DeviceError),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Device(e) => e.fmt(f),
+            StartError::Io(e) => write!(f, "starting the stack: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running stack: its runtime thread and its TUN device.
+pub struct Stack {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    device_name: String,
+    addr: Ipv4Addr,
+    host_addr: Ipv4Addr,
+}
+
+impl Stack {
+    /// Creates the TUN device, configures it, and starts the runtime thread.
+    pub fn start(config: StackConfig) -> Result<Stack, StartError> {
+        let device = TunDevice::open(&config.device, &config.net).map_err(StartError::Device)?;
+        let clock = Clock::new();
+        let now = clock.now();
+        let device_name = device.name().to_string();
+        let addr = config.net.addr;
+        let host_addr = device.host_addr();
+        let mut net = NetStack::new(config.net.clone(), now);
+        net.emit(
+            now,
+            Event::StackStarted {
+                device: device_name.clone(),
+                addr: format!("{}/{}", addr, config.net.prefix_len),
+                host: host_addr.to_string(),
+                mtu: config.net.mtu,
+                seed: config.net.seed,
+            },
+        );
+        let shared = Arc::new(Shared::new(net, clock).map_err(StartError::Io)?);
+        let sink = EventSink::new(config.events);
+        let s2 = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("portlab-runtime".into())
+            .spawn(move || runtime::run(s2, device, sink))
+            .map_err(StartError::Io)?;
+        Ok(Stack {
+            shared,
+            thread: Mutex::new(Some(thread)),
+            device_name,
+            addr,
+            host_addr,
+        })
+    }
+
+    /// The TUN device's name.
+    pub fn device_name(&self) -> &str {
+        &self.device_name
+    }
+
+    /// The stack's own address.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// The kernel side's address on the device.
+    pub fn host_addr(&self) -> Ipv4Addr {
+        self.host_addr
+    }
+
+    /// Opens a listening socket on `port`. A second listen on the same port
+    /// fails with `ErrorKind::AddrInUse`.
+    pub fn listen(&self, port: u16, backlog: usize) -> io::Result<TcpListener> {
+        let mut g = self.live()?;
+        let now = self.shared.clock.now();
+        let result = g.net.listen(now, port, backlog);
+        let cv = g.waiter(Ready::Listener(port));
+        drop(g);
+        self.shared.kick();
+        result?;
+        Ok(TcpListener {
+            shared: self.shared.clone(),
+            port,
+            addr: SocketAddr::from((self.addr, port)),
+            cv,
+        })
+    }
+
+    /// A snapshot of every listener and socket.
+    pub fn table(&self) -> Table {
+        self.shared.lock().net.table()
+    }
+
+    /// Records an application event in the stack's event log.
+    pub fn emit(&self, event: Event) {
+        let now = self.shared.clock.now();
+        self.shared.lock().net.emit(now, event);
+        self.shared.kick();
+    }
+
+    /// Stops the stack: FIN to every connected peer, up to `grace` for them
+    /// to finish closing, then resets; the event log is flushed and the TUN
+    /// device removed. Blocked calls return errors.
+    pub fn shutdown(&self, grace: Duration) {
+        self.shared.shutdown(grace);
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    fn live(&self) -> io::Result<MutexGuard<'_, Inner>> {
+        live(&self.shared)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_millis(500));
+    }
+}
+
+fn live(shared: &Shared) -> io::Result<MutexGuard<'_, Inner>> {
+    let g = shared.lock();
+    if g.stopped {
+        return Err(stopped());
+    }
+    Ok(g)
+}
+
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the stack has stopped")
+}
+
+/// Sleeps on `cv` until woken or until `deadline`; `TimedOut` past it.
+fn wait<'a>(
+    cv: &Condvar,
+    g: MutexGuard<'a, Inner>,
+    deadline: Option<std::time::Instant>,
+) -> io::Result<MutexGuard<'a, Inner>> {
+    let g = match deadline {
+        None => cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+        Some(d) => {
+            let now = std::time::Instant::now();
+            if now >= d {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+            }
+            cv.wait_timeout(g, d - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+        }
+    };
+    if g.stopped {
+        return Err(stopped());
+    }
+    Ok(g)
+}
+
+/// A listening socket. Dropping it closes the listener and resets the
+/// connections still waiting in its queues.
+pub struct TcpListener {
+    shared: Arc<Shared>,
+    port: u16,
+    addr: SocketAddr,
+    cv: Arc<Condvar>,
+}
+
+impl TcpListener {
+    /// Waits for the next established connection and takes it from the
+    /// accept queue. The accepting thread's name is recorded in the events.
+    pub fn accept(&self) -> io::Result<(TcpStream, Quad)> {
+        let by = std::thread::current().name().map(str::to_string);
+        let mut g = live(&self.shared)?;
+        loop {
+            let now = self.shared.clock.now();
+            if let Some((id, quad)) = g.net.accept(now, self.port, by.clone())? {
+                let cv = g.waiter(Ready::Socket(id));
+                drop(g);
+                self.shared.kick();
+                let stream = TcpStream {
+                    shared: self.shared.clone(),
+                    id,
+                    quad,
+                    cv,
+                    read_timeout: Mutex::new(None),
+                    write_timeout: Mutex::new(None),
+                };
+                return Ok((stream, quad));
+            }
+            g = wait(&self.cv, g, None)?;
+        }
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        if !g.stopped {
+            let now = self.shared.clock.now();
+            g.net.close_listener(now, self.port);
+        }
+        g.forget_waiter(Ready::Listener(self.port));
+        drop(g);
+        self.shared.kick();
+    }
+}
+
+/// One connection: its own socket, named by its 4-tuple.
+pub struct TcpStream {
+    shared: Arc<Shared>,
+    id: SocketId,
+    quad: Quad,
+    cv: Arc<Condvar>,
+    read_timeout: Mutex<Option<Duration>>,
+    write_timeout: Mutex<Option<Duration>>,
+}
+
+impl TcpStream {
+    /// The stack's number for this socket (as in the events).
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+
+    /// The connection's 4-tuple.
+    pub fn quad(&self) -> Quad {
+        self.quad
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.quad.local
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.quad.remote
+    }
+
+    /// Reads block at most this long, then fail with `TimedOut`.
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        if let Ok(mut g) = self.read_timeout.lock() {
+            *g = t;
+        }
+    }
+
+    /// Writes block at most this long, then fail with `TimedOut`.
+    pub fn set_write_timeout(&self, t: Option<Duration>) {
+        if let Ok(mut g) = self.write_timeout.lock() {
+            *g = t;
+        }
+    }
+
+    /// Half- or fully closes the connection (`Write` sends FIN).
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let mut g = live(&self.shared)?;
+        let now = self.shared.clock.now();
+        let r = g.net.shutdown(now, self.id, how);
+        drop(g);
+        self.shared.kick();
+        r
+    }
+
+    /// Writes all of `data`, then sends FIN in the same step, so that the
+    /// FIN follows the last data segment at once (like `write` and
+    /// `shutdown(Write)` with no gap in which the peer could close first).
+    pub fn write_all_then_shutdown(&self, data: &[u8]) -> io::Result<()> {
+        let id = self.id;
+        let mut rest = data;
+        loop {
+            let n = self.blocking(&self.write_timeout, |net, now| {
+                let n = net.send(now, id, rest)?;
+                if n == rest.len() {
+                    net.shutdown(now, id, Shutdown::Write)?;
+                }
+                Ok(n)
+            })?;
+            rest = &rest[n..];
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Records an application event about this connection.
+    pub fn emit(&self, kind: &str, detail: String) {
+        let now = self.shared.clock.now();
+        let event = Event::App {
+            kind: kind.to_string(),
+            id: Some(self.id),
+            quad: Some(self.quad),
+            detail,
+        };
+        self.shared.lock().net.emit(now, event);
+        self.shared.kick();
+    }
+
+    fn deadline(t: &Mutex<Option<Duration>>) -> Option<std::time::Instant> {
+        t.lock()
+            .ok()
+            .and_then(|g| *g)
+            .map(|d| std::time::Instant::now() + d)
+    }
+
+    /// Runs `op` until it does not return `WouldBlock`, sleeping in between.
+    fn blocking<T>(
+        &self,
+        timeout: &Mutex<Option<Duration>>,
+        mut op: impl FnMut(&mut NetStack, smoltcp::time::Instant) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let deadline = Self::deadline(timeout);
+        let mut g = live(&self.shared)?;
+        loop {
+            let now = self.shared.clock.now();
+            match op(&mut g.net, now) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    g = wait(&self.cv, g, deadline)?;
+                }
+                r => {
+                    drop(g);
+                    self.shared.kick();
+                    return r;
+                }
+            }
+        }
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Read for &TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let id = self.id;
+        self.blocking(&self.read_timeout, |net, now| net.recv(now, id, buf))
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let id = self.id;
+        self.blocking(&self.write_timeout, |net, now| net.send(now, id, buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        if !g.stopped {
+            let now = self.shared.clock.now();
+            g.net.close(now, self.id);
+        }
+        g.forget_waiter(Ready::Socket(self.id));
+        drop(g);
+        self.shared.kick();
+    }
+}

@@ -1,0 +1,276 @@
+//! The runtime: one thread that owns the device, the clock and the core.
+//!
+//! The core (`netstack`) is sans-IO; this is where IO happens. One thread
+//! loops:
+//!
+//! 1. wait (poll(2)) until the TUN descriptor is readable, an application
+//!    thread kicks the wake-up eventfd, or the core's next deadline comes;
+//! 2. under the lock: read every waiting packet into the core, run due
+//!    timers, write every packet the core queued to the device, and collect
+//!    events and the sockets whose readiness changed;
+//! 3. outside the lock: wake exactly the application threads that wait on
+//!    those sockets (one condition variable per socket — no thundering herd,
+//!    no busy polling) and write the events to the log and the JSON file.
+//!
+//! Application threads call into the core under the same lock, then kick the
+//! runtime so that what they queued (data, FIN, window updates) goes out.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use smoltcp::time::Instant;
+
+use crate::device::TunDevice;
+use crate::event::Record;
+use crate::netstack::{NetStack, Ready};
+
+/// The stack's clock: Unix time (so events line up with packet captures),
+/// advancing monotonically from the moment the stack started.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start_unix_us: i64,
+    start: std::time::Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        Clock {
+            start_unix_us: unix,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.start_unix_us + self.start.elapsed().as_micros() as i64)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Where events go: `log` (human lines) and optionally a JSON-lines writer.
+pub struct EventSink {
+    json: Option<Box<dyn Write + Send>>,
+}
+
+impl EventSink {
+    pub fn new(json: Option<Box<dyn Write + Send>>) -> EventSink {
+        EventSink { json }
+    }
+
+    pub fn write(&mut self, records: &[Record]) {
+        for r in records {
+            if log::log_enabled!(target: "portlab", log::Level::Info) {
+                log::info!(target: "portlab", "{}", r.human());
+            }
+        }
+        if let Some(out) = self.json.as_mut() {
+            for r in records {
+                // A full disk or a closed pipe must not stop the stack.
+                let _ = writeln!(out, "{}", r.json());
+            }
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Everything behind the lock.
+pub struct Inner {
+    pub net: NetStack,
+    waiters: HashMap<Ready, Arc<Condvar>>,
+    /// Set when shutdown begins; the deadline for peers to finish closing.
+    stopping: Option<Instant>,
+    /// Connections open when shutdown began.
+    open_at_stop: usize,
+    pub stopped: bool,
+}
+
+impl Inner {
+    /// The condition variable that a thread waiting on `r` sleeps on.
+    pub fn waiter(&mut self, r: Ready) -> Arc<Condvar> {
+        self.waiters.entry(r).or_default().clone()
+    }
+
+    pub fn forget_waiter(&mut self, r: Ready) {
+        self.waiters.remove(&r);
+    }
+}
+
+/// State shared by the runtime thread and the application threads.
+pub struct Shared {
+    inner: Mutex<Inner>,
+    /// Signalled once when the runtime has stopped.
+    stopped: Condvar,
+    wake: OwnedFd,
+    kicked: AtomicBool,
+    pub clock: Clock,
+}
+
+impl Shared {
+    pub fn new(net: NetStack, clock: Clock) -> io::Result<Shared> {
+        // SAFETY: eventfd(2) with valid flags; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Shared {
+            inner: Mutex::new(Inner {
+                net,
+                waiters: HashMap::new(),
+                stopping: None,
+                open_at_stop: 0,
+                stopped: false,
+            }),
+            stopped: Condvar::new(),
+            // SAFETY: fd is a fresh descriptor we own.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            kicked: AtomicBool::new(false),
+            clock,
+        })
+    }
+
+    /// Locks the core. A panic in another thread must not take the stack down.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the runtime to flush what an application call queued.
+    pub fn kick(&self) {
+        if !self.kicked.swap(true, Ordering::AcqRel) {
+            let one: u64 = 1;
+            // SAFETY: writing 8 bytes from a valid u64 to our eventfd.
+            unsafe {
+                libc::write(
+                    self.wake.as_raw_fd(),
+                    &one as *const u64 as *const libc::c_void,
+                    8,
+                );
+            }
+        }
+    }
+
+    /// Starts a clean stop: FIN to every peer, then up to `grace` for them to
+    /// finish before the rest is reset. Returns when the runtime has stopped.
+    pub fn shutdown(&self, grace: std::time::Duration) {
+        let mut g = self.lock();
+        if g.stopping.is_none() && !g.stopped {
+            let now = self.clock.now();
+            g.open_at_stop = g.net.open_connections();
+            g.net.begin_shutdown(now);
+            g.stopping = Some(now + smoltcp::time::Duration::from_micros(grace.as_micros() as u64));
+        }
+        drop(g);
+        self.kick();
+        let mut g = self.lock();
+        while !g.stopped {
+            g = self.stopped.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn drain_wake(&self) {
+        let mut v: u64 = 0;
+        self.kicked.store(false, Ordering::Release);
+        // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
+        unsafe {
+            libc::read(
+                self.wake.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            );
+        }
+    }
+}
+
+/// How many packets one wake-up reads before it lets timers and writes run.
+const READ_BATCH: usize = 256;
+
+/// The runtime thread's loop. Returns when the stack has stopped.
+pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink) {
+    let mut buf = vec![0u8; 65536];
+    let mut records = Vec::new();
+    let mut ready = Vec::new();
+    loop {
+        let timeout_ms = {
+            let g = shared.lock();
+            let now = shared.clock.now();
+            match g.net.poll_at() {
+                Some(t) if t <= now => 0,
+                Some(t) => ((t - now).total_millis() as i32).clamp(1, 1000),
+                None => 1000,
+            }
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: device.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: shared.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        if fds[1].revents != 0 {
+            shared.drain_wake();
+        }
+
+        let done = {
+            let mut g = shared.lock();
+            let now = shared.clock.now();
+            for _ in 0..READ_BATCH {
+                match device.recv(&mut buf) {
+                    Ok(n) => g.net.receive(now, &buf[..n]),
+                    Err(_) => break,
+                }
+            }
+            g.net.poll_timers(now);
+            let done = match g.stopping {
+                Some(deadline) if g.net.open_connections() == 0 || now >= deadline => {
+                    let open = g.open_at_stop;
+                    let still = g.net.open_connections();
+                    g.net.finish_shutdown(now, open.saturating_sub(still));
+                    true
+                }
+                _ => false,
+            };
+            while let Some(p) = g.net.take_transmit() {
+                // The kernel drops what its queue cannot take, like a wire would.
+                let _ = device.send(&p);
+            }
+            g.net.drain_events(&mut records);
+            g.net.drain_ready(&mut ready);
+            for r in ready.drain(..) {
+                if let Some(cv) = g.waiters.get(&r) {
+                    cv.notify_all();
+                }
+            }
+            if done {
+                g.stopped = true;
+                for cv in g.waiters.values() {
+                    cv.notify_all();
+                }
+                shared.stopped.notify_all();
+            }
+            done
+        };
+        sink.write(&records);
+        records.clear();
+        if done {
+            break;
+        }
+    }
+}
