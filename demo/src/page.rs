@@ -154,12 +154,12 @@ impl View<'_> {
             );
         }
         let st = &self.table.stats;
-        let _ = write!(
+        let _ = writeln!(
             h,
             "</table><p class=\"stats\">SYNs seen {}, dropped {}, handshakes held {}, resets sent {}, \
              sockets created {}, TIME-WAIT reused {}.</p>\
              <p>The same table as JSON: <a href=\"/connections.json\">/connections.json</a>.</p>\
-             </body></html>\n",
+             </body></html>",
             st.syns,
             st.syns_dropped,
             st.handshakes_held,

@@ -258,18 +258,19 @@ pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink) {
                     cv.notify_all();
                 }
             }
-            if done {
-                g.stopped = true;
-                for cv in g.waiters.values() {
-                    cv.notify_all();
-                }
-                shared.stopped.notify_all();
-            }
             done
         };
         sink.write(&records);
         records.clear();
         if done {
+            // Only now, with the last events written, may anyone see the
+            // stack as stopped (and the process exit).
+            let mut g = shared.lock();
+            g.stopped = true;
+            for cv in g.waiters.values() {
+                cv.notify_all();
+            }
+            shared.stopped.notify_all();
             break;
         }
     }

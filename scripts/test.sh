@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Every test portlab has: unit tests and packet scripts (cargo test, no root
+# needed), then the namespace integration suite (real curl against the stack
+# on a TUN device, inside network namespaces; needs root).
+#
+# As root on Debian it installs what it needs (curl, iproute2, python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() { echo "error: $*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v python3 >/dev/null || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+    if is_root && command -v apt-get >/dev/null; then
+        echo "== installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        die "missing tools: ${missing[*]}. Install them (Debian: sudo apt-get install ${missing[*]}) or run this script as root"
+    fi
+fi
+command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rustup.rs) and run again"
+
+echo "== cargo test (unit tests and packet scripts)"
+cargo test --workspace --quiet
+
+echo "== cargo build --release"
+cargo build --release --quiet
+
+echo "== namespace integration suite"
+if is_root; then
+    ./scripts/itest.sh
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo ./scripts/itest.sh
+else
+    die "the namespace tests need root (network namespaces, TUN devices): run 'sudo ./scripts/test.sh'"
+fi
