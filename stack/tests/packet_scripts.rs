@@ -114,6 +114,12 @@ impl Lab {
             .count()
     }
 
+    /// Takes the next connection from port 80's accept queue.
+    fn accept(&mut self) -> (portlab::SocketId, Quad) {
+        let next = self.stack.accept(self.now, 80, None).unwrap();
+        next.expect("expected a connection in the accept queue")
+    }
+
     /// Runs a full handshake for `client`, returning the stack's ISN.
     fn connect(&mut self, c: &mut Client) -> u32 {
         self.send(c.syn());
@@ -127,6 +133,17 @@ impl Lab {
         self.send(c.ack());
         synack.seq
     }
+}
+
+/// A lab listening on port 80 with one accepted connection from `port`.
+fn accepted(port: u16) -> (Lab, Client, portlab::SocketId) {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut c = Client::new(port);
+    lab.connect(&mut c);
+    let (id, quad) = lab.accept();
+    assert_eq!(quad, c.quad());
+    (lab, c, id)
 }
 
 /// A scripted client on one source port.
@@ -229,7 +246,7 @@ fn handshake_then_accept_gives_the_clients_four_tuple() {
     );
     lab.send(c.ack());
     lab.expect_nothing();
-    let (id, quad) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    let (id, quad) = lab.accept();
     assert_eq!(quad, c.quad());
     assert_eq!(lab.count("syn"), 1);
     assert_eq!(lab.count("socket_created"), 1);
@@ -246,8 +263,8 @@ fn two_clients_on_one_port_are_two_sockets_and_one_listener() {
     let mut b = Client::new(51236);
     lab.connect(&mut a);
     lab.connect(&mut b);
-    let (ia, qa) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
-    let (ib, qb) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    let (ia, qa) = lab.accept();
+    let (ib, qb) = lab.accept();
     assert_ne!(ia, ib);
     assert_eq!((qa, qb), (a.quad(), b.quad()));
 
@@ -269,11 +286,7 @@ fn two_clients_on_one_port_are_two_sockets_and_one_listener() {
 
 #[test]
 fn data_flows_both_ways() {
-    let mut lab = Lab::new();
-    lab.listen(80, 16);
-    let mut c = Client::new(40000);
-    lab.connect(&mut c);
-    let (id, _) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    let (mut lab, mut c, id) = accepted(40000);
     lab.send(c.data(b"GET / HTTP/1.1\r\n\r\n"));
     let mut buf = [0u8; 64];
     let n = lab.stack.recv(lab.now, id, &mut buf).unwrap();
@@ -317,46 +330,44 @@ fn full_accept_queue_drops_the_syn_silently() {
     assert!(lab.take_events().iter().any(|e| matches!(e,
         Event::SynDropped { reason: SynDropReason::AcceptQueueFull, quad } if *quad == b.quad())));
     // Once the application accepts, the retransmitted SYN gets in.
-    lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    lab.accept();
     lab.send(b.syn());
     assert!(lab.expect().syn);
+}
+
+/// Backlog 0: b's SYN gets its SYN-ACK while the queue still has room, then
+/// a completes first and fills the queue, then b sends its completing ACK.
+fn handshake_behind_a_full_queue(lab: &mut Lab) -> (Client, Client) {
+    lab.listen(80, 0);
+    let mut a = Client::new(50001);
+    let mut b = Client::new(50002);
+    lab.send(b.syn());
+    let b_synack = lab.expect();
+    b.established(b_synack.seq);
+    lab.connect(&mut a);
+    lab.send(b.ack());
+    (a, b)
 }
 
 #[test]
 fn full_accept_queue_holds_back_the_completing_ack() {
     let mut lab = Lab::new();
-    lab.listen(80, 0);
-    let mut a = Client::new(50001);
-    let mut b = Client::new(50002);
-    // b's SYN gets its SYN-ACK while the queue still has room...
-    lab.send(b.syn());
-    let b_synack = lab.expect();
-    b.established(b_synack.seq);
-    // ...then a completes first and fills the queue.
-    lab.connect(&mut a);
-    lab.send(b.ack());
+    let (a, b) = handshake_behind_a_full_queue(&mut lab);
     lab.expect_nothing();
     assert_eq!(lab.count("handshake_held"), 1);
     assert_eq!(lab.stack.table().listeners[0].syn_queue, 1);
     // The application accepts a; b's retransmitted ACK now completes.
-    let (_, qa) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    let (_, qa) = lab.accept();
     assert_eq!(qa, a.quad());
     lab.send(b.ack());
-    let (_, qb) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    let (_, qb) = lab.accept();
     assert_eq!(qb, b.quad());
 }
 
 #[test]
 fn overflow_rst_answers_the_completing_ack_with_a_reset() {
     let mut lab = Lab::with(|c| c.overflow = Overflow::Rst);
-    lab.listen(80, 0);
-    let mut a = Client::new(50001);
-    let mut b = Client::new(50002);
-    lab.send(b.syn());
-    let b_synack = lab.expect();
-    b.established(b_synack.seq);
-    lab.connect(&mut a);
-    lab.send(b.ack());
+    handshake_behind_a_full_queue(&mut lab);
     let rst = lab.expect();
     assert!(rst.rst, "expected RST, got {rst:?}");
     assert_eq!(rst.dst_port, 50002);
@@ -444,11 +455,7 @@ fn closing_a_listener_resets_the_connections_still_queued() {
 /// the same client port is a new connection at once.
 #[test]
 fn syn_reusing_a_time_wait_four_tuple_is_a_new_connection() {
-    let mut lab = Lab::new();
-    lab.listen(80, 16);
-    let mut c = Client::new(45000);
-    lab.connect(&mut c);
-    let (id, _) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    let (mut lab, mut c, id) = accepted(45000);
     lab.stack.close(lab.now, id);
     let fin = lab.expect();
     assert!(fin.fin);
@@ -488,11 +495,7 @@ fn syn_reusing_a_time_wait_four_tuple_is_a_new_connection() {
 
 #[test]
 fn time_wait_expires() {
-    let mut lab = Lab::new();
-    lab.listen(80, 16);
-    let mut c = Client::new(45001);
-    lab.connect(&mut c);
-    let (id, _) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    let (mut lab, mut c, id) = accepted(45001);
     lab.stack.close(lab.now, id);
     c.ack = lab.expect().seq.wrapping_add(1);
     lab.send(c.fin());
@@ -505,11 +508,7 @@ fn time_wait_expires() {
 
 #[test]
 fn peer_closing_first_leaves_no_time_wait_on_the_stack() {
-    let mut lab = Lab::new();
-    lab.listen(80, 16);
-    let mut c = Client::new(45002);
-    lab.connect(&mut c);
-    let (id, _) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    let (mut lab, mut c, id) = accepted(45002);
     lab.send(c.fin());
     lab.settle();
     while lab.recv().is_some() {}
@@ -573,11 +572,7 @@ fn reset_in_syn_received_frees_the_socket() {
 
 #[test]
 fn closing_with_unread_data_resets() {
-    let mut lab = Lab::new();
-    lab.listen(80, 16);
-    let mut c = Client::new(46002);
-    lab.connect(&mut c);
-    let (id, _) = lab.stack.accept(lab.now, 80, None).unwrap().unwrap();
+    let (mut lab, mut c, id) = accepted(46002);
     lab.send(c.data(b"unread"));
     lab.settle();
     while lab.recv().is_some() {}
