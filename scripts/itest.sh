@@ -10,7 +10,7 @@ set -u
 
 ADDR=10.203.80.2
 URL="http://$ADDR/"
-TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port device_busy sigint_closes_peers restart_after_sigkill)
+TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -118,6 +118,63 @@ test_device_busy() {
     in_ns curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL" | grep -q 200 \
         || fail "the first portlab stopped serving" || return 1
     ok "second start on the same device: '$(echo "$out" | tail -1 | cut -c1-90)...'"
+}
+
+test_http_limits() {
+    setup http_limits --header-timeout 1
+    local out
+    out=$(in_ns python3 - "$ADDR" <<'PY'
+import socket, sys, time
+addr = sys.argv[1]
+def exchange(payload, wait_close=True):
+    s = socket.create_connection((addr, 80), timeout=5)
+    if payload:
+        s.sendall(payload)
+    data = b""
+    start = time.time()
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n")[0].decode(), time.time() - start
+status, _ = exchange(b"NONSENSE\r\n\r\n")
+print("garbage:", status)
+status, t = exchange(b"GET / HTTP/1.1\r\nHost: slow")
+print(f"partial head: {status} after {t:.1f}s")
+status, _ = exchange(b"GET /nothing-here HTTP/1.1\r\nConnection: close\r\n\r\n")
+print("unknown path:", status)
+status, _ = exchange(b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n")
+print("huge head:", status)
+PY
+)
+    echo "$out" | sed 's/^/    /'
+    echo "$out" | grep -q "garbage: HTTP/1.1 400" || fail "garbage did not get 400 and a close" || return 1
+    echo "$out" | grep -q "partial head: HTTP/1.1 408" || fail "a stalled head did not time out with 408" || return 1
+    echo "$out" | grep -q "unknown path: HTTP/1.1 404" || fail "unknown path did not get 404" || return 1
+    echo "$out" | grep -q "huge head: HTTP/1.1 431" || fail "a huge head did not get 431" || return 1
+    [ "$(events "$EV" count http_header_timeout)" = 1 ] || fail "no http_header_timeout event" || return 1
+    [ "$(events "$EV" count http_bad_request)" -ge 2 ] || fail "no http_bad_request events" || return 1
+    ok "400, 408 after the header timeout, 404, 431; each with its event"
+}
+
+test_start_errors() {
+    NS="pl-it-$$-start_errors"
+    lab_ns "$NS"
+    local out
+    out=$(in_ns setpriv --reuid 65534 --regid 65534 --clear-groups "$PORTLAB_BIN" serve 2>&1)
+    echo "$out" | grep -q "permission denied.*sudo.*setcap" || fail "as nobody: $out" || return 1
+    echo "    as an unprivileged user: $(echo "$out" | cut -c1-100)..."
+    out=$(in_ns "$PORTLAB_BIN" serve --addr 10.203.80.2/24 --host-addr 10.203.80.2 2>&1)
+    echo "$out" | grep -q "must differ" || fail "same address: $out" || return 1
+    in_ns ip link add v0 type veth peer name v1
+    in_ns ip addr add 10.203.0.1/16 dev v0
+    in_ns ip link set v0 up
+    out=$(in_ns "$PORTLAB_BIN" serve 2>&1)
+    echo "$out" | grep -q "overlaps the route 10.203.0.0/16 on v0" || fail "overlap: $out" || return 1
+    echo "    overlapping prefix: $(echo "$out" | cut -c1-100)..."
+    in_ns ip link del v0
+    ok "no permission, equal addresses and an overlapping route each explained"
 }
 
 test_sigint_closes_peers() {

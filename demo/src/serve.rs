@@ -61,6 +61,7 @@ pub fn serve_connection(stack: &Stack, stream: TcpStream, header_timeout: Durati
                 stream.emit("http_bad_request", format!("{status} {reason}"));
                 let bytes = Response::text(status, reason, reason).to_bytes(false, false);
                 let _ = stream.write_all_then_shutdown(&bytes);
+                linger(&stream);
                 return;
             }
             Err(ReadError::Timeout { partial }) => {
@@ -75,6 +76,7 @@ pub fn serve_connection(stack: &Stack, stream: TcpStream, header_timeout: Durati
                     let bytes = Response::text(408, "Request Timeout", "Request Timeout")
                         .to_bytes(false, false);
                     let _ = stream.write_all_then_shutdown(&bytes);
+                    linger(&stream);
                 } else {
                     stream.emit(
                         "http_idle_timeout",
@@ -94,6 +96,22 @@ pub fn serve_connection(stack: &Stack, stream: TcpStream, header_timeout: Durati
         }
         if (&stream).write_all(&bytes).is_err() {
             return;
+        }
+    }
+}
+
+/// After an error response, reads (and discards) what the client still sends,
+/// for a moment, so that closing does not reset the connection — closing with
+/// unread data sends RST, which could destroy the response before the client
+/// reads it.
+fn linger(mut stream: &TcpStream) {
+    stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut chunk = [0u8; 4096];
+    let mut budget = 256 * 1024;
+    while budget > 0 {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => budget -= n.min(budget),
         }
     }
 }

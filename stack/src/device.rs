@@ -85,8 +85,8 @@ impl fmt::Display for DeviceError {
             DeviceError::RouteOverlap { prefix, route, dev } => write!(
                 f,
                 "the stack's prefix {prefix} overlaps the route {route} on {dev}: traffic to the \
-                 stack would be ambiguous. Choose another prefix with --addr (for example \
-                 --addr 10.203.81.2/24)"
+                 stack would be ambiguous. Choose a prefix that no route on this host covers \
+                 with --addr (see 'ip route')"
             ),
             DeviceError::Io { doing, err } => write!(f, "{doing}: {err}"),
         }
