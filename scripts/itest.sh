@@ -10,7 +10,7 @@ set -u
 
 ADDR=10.203.80.2
 URL="http://$ADDR/"
-TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill)
+TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill connect_20 shared_local_port)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -221,6 +221,49 @@ test_restart_after_sigkill() {
     code=$(in_ns curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL")
     [ "$code" = 200 ] || fail "after restart: got '$code'" || return 1
     ok "restart after SIGKILL serves again"
+}
+
+# kernel_http NS PORT: a small HTTP server on the kernel side of the namespace.
+kernel_http() {
+    mkdir -p "$LAB_TMP/www"
+    echo "hello from the kernel side" >"$LAB_TMP/www/index.html"
+    (cd "$LAB_TMP/www" && exec ip netns exec "$1" python3 -m http.server "$2" --bind 0.0.0.0) >/dev/null 2>&1 &
+    LAB_PIDS+=($!)
+    local i
+    for i in $(seq 100); do
+        ip netns exec "$1" curl -s -m 1 -o /dev/null "http://127.0.0.1:$2/" && return 0
+        sleep 0.05
+    done
+    die "the kernel-side HTTP server on port $2 did not start"
+}
+
+test_connect_20() {
+    NS="pl-it-$$-connect_20"
+    EV="$LAB_TMP/connect_20.jsonl"
+    lab_ns "$NS"
+    kernel_http "$NS" 8000
+    local out
+    out=$(in_ns "$PORTLAB_BIN" --log-level warn connect --events "$EV" --connections 20 "http://10.203.80.1:8000/" 2>&1)
+    echo "$out" | tail -1 | sed 's/^/    /'
+    [ "$(echo "$out" | grep -c 'HTTP/1.0 200 OK')" = 20 ] || fail "not 20 x 200: $out" || return 1
+    [ "$(events "$EV" count port_chosen)" = 20 ] || fail "want 20 port_chosen events" || return 1
+    local tuples
+    tuples=$(grep '"event":"port_chosen"' "$EV" | python3 -c 'import json,sys; print(len({(e["local"],e["remote"]) for e in map(json.loads,sys.stdin)}))')
+    [ "$tuples" = 20 ] || fail "$tuples distinct 4-tuples, want 20" || return 1
+    ok "20 connections from the stack: 20 port_chosen events, 20 distinct 4-tuples, 20 x 200"
+}
+
+test_shared_local_port() {
+    NS="pl-it-$$-shared_local_port"
+    lab_ns "$NS"
+    kernel_http "$NS" 8000
+    kernel_http "$NS" 8001
+    local out
+    out=$(in_ns "$PORTLAB_BIN" --log-level warn connect --local-port 50000 "http://10.203.80.1:8000/" "http://10.203.80.1:8001/" 2>&1)
+    echo "$out" | sed 's/^/    /'
+    [ "$(echo "$out" | grep -c '10.203.80.2:50000 .*HTTP/1.0 200 OK')" = 2 ] \
+        || fail "both connections from port 50000 should succeed" || return 1
+    ok "one local port, two remote endpoints, two connections at once"
 }
 
 run=("$@")

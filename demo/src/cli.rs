@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use portlab::config::{DeviceConfig, NetConfig, Overflow};
 use portlab::net::{DEFAULT_TUN, StackConfig, random_seed};
+use portlab::ports::{Algorithm, PortRange};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,7 +35,25 @@ pub enum Command {
     /// and the live connection table.
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
+    /// The stack as a client: open connections to a server on the kernel side
+    /// of the TUN and show the local port the stack chose for each.
+    #[command(after_help = CONNECT_EXAMPLES)]
+    Connect(ConnectArgs),
 }
+
+const CONNECT_EXAMPLES: &str = "\
+Examples (a server must listen on the kernel side, e.g. 'python3 -m http.server 8000'):
+  sudo portlab connect http://10.203.80.1:8000/ --connections 20
+      20 concurrent HTTP GETs; prints the local port chosen for each and the status.
+  sudo portlab connect http://10.203.80.1:8000/ --connections 5 --algorithm sequential --range linux
+      Watch sequential port choice in Linux's range 32768-60999.
+  sudo portlab connect --local-port 50000 http://10.203.80.1:8000/ http://10.203.80.1:8001/
+      One local port, two connections at once: only the 4-tuple must be unique.
+  sudo portlab connect 10.203.80.1:22
+      A plain TCP connection (no HTTP): connect, report, close.
+
+Targets are IP literals (no DNS) the stack can reach: its own subnet, or
+anything with --default-route.";
 
 const SERVE_EXAMPLES: &str = "\
 Examples:
@@ -81,6 +100,75 @@ pub struct DeviceArgs {
     /// Write every event as a JSON line to this file ('-' for standard output).
     #[arg(long, value_name = "PATH|-")]
     pub events: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AlgorithmArg {
+    /// One global counter (predictable).
+    Sequential,
+    /// RFC 6056 algorithm 1: random start, linear probing.
+    Random,
+    /// RFC 6056 algorithm 3: per-destination offset from a keyed hash.
+    Hash,
+    /// RFC 6056 algorithm 4, as current Linux: even ports for connect.
+    DoubleHash,
+}
+
+impl AlgorithmArg {
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            AlgorithmArg::Sequential => Algorithm::Sequential,
+            AlgorithmArg::Random => Algorithm::Random,
+            AlgorithmArg::Hash => Algorithm::Hash,
+            AlgorithmArg::DoubleHash => Algorithm::DoubleHash,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RangeArg {
+    /// 49152-65535, the IANA dynamic ports.
+    Iana,
+    /// 32768-60999, Linux's default ip_local_port_range.
+    Linux,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    /// Where to connect: http://IP[:PORT][/PATH] (an HTTP GET) or IP:PORT (TCP only).
+    #[arg(required = true, value_name = "URL|ADDR")]
+    pub targets: Vec<String>,
+
+    /// Connections per target, opened concurrently and held open until all are up.
+    #[arg(long, short = 'n', default_value_t = 1, value_name = "N")]
+    pub connections: usize,
+
+    /// How the stack chooses local ports.
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::DoubleHash)]
+    pub algorithm: AlgorithmArg,
+
+    /// The ephemeral port range.
+    #[arg(long, value_enum, default_value_t = RangeArg::Iana)]
+    pub range: RangeArg,
+
+    /// Connect from this local port (bind-then-connect) instead of choosing one.
+    #[arg(long, value_name = "PORT")]
+    pub local_port: Option<u16>,
+}
+
+impl ConnectArgs {
+    pub fn stack_config(&self) -> Result<StackConfig, Box<dyn std::error::Error>> {
+        let mut c = self.device.stack_config()?;
+        c.net.port_algorithm = self.algorithm.algorithm();
+        c.net.port_range = match self.range {
+            RangeArg::Iana => PortRange::IANA,
+            RangeArg::Linux => PortRange::LINUX,
+        };
+        Ok(c)
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -5,6 +5,7 @@
 //! here, printed as one actionable sentence, with exit code 1 (2 for usage).
 
 mod cli;
+mod connect;
 mod http;
 mod page;
 mod serve;
@@ -67,6 +68,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             })?;
             let result = serve::run(&args, stack.clone());
             stack.shutdown(grace);
+            result
+        }
+        Command::Connect(args) => {
+            let stack = Arc::new(Stack::start(args.stack_config()?)?);
+            let s2 = stack.clone();
+            signals::on_stop(move |_| s2.shutdown(Duration::from_millis(200)))?;
+            let result = connect::run(&args, stack.clone());
+            stack.shutdown(Duration::from_millis(500));
             result
         }
     }

@@ -8,6 +8,8 @@ use std::net::Ipv4Addr;
 
 pub use smoltcp::time::Duration;
 
+use crate::ports::{Algorithm, PortRange};
+
 /// What to do with the ACK that completes a handshake when the accept queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
@@ -54,6 +56,10 @@ pub struct NetConfig {
     pub event_burst: u32,
     /// Events of one kind per second after the burst (0: no rate limit).
     pub event_rate: u32,
+    /// How the stack picks its own ports for outbound connections.
+    pub port_algorithm: Algorithm,
+    /// The ephemeral port range.
+    pub port_range: PortRange,
 }
 
 impl NetConfig {
@@ -74,12 +80,26 @@ impl NetConfig {
             max_sockets: 16 * 1024,
             event_burst: 2000,
             event_rate: 1000,
+            port_algorithm: Algorithm::DoubleHash,
+            port_range: PortRange::IANA,
         }
     }
 
     /// The network part of the stack's prefix.
     pub fn network(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr) & prefix_mask(self.prefix_len))
+    }
+
+    /// Whether the stack can send to `ip`: its own subnet, or anywhere with
+    /// a default gateway.
+    pub fn reaches(&self, ip: Ipv4Addr) -> bool {
+        let mask = prefix_mask(self.prefix_len);
+        ip != self.addr
+            && !ip.is_unspecified()
+            && !ip.is_broadcast()
+            && !ip.is_multicast()
+            && (self.default_gateway.is_some()
+                || u32::from(ip) & mask == u32::from(self.addr) & mask)
     }
 
     /// The address the kernel side of the device gets unless told otherwise:

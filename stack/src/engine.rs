@@ -82,6 +82,17 @@ impl Engine {
         s
     }
 
+    /// Starts an active open on `socket` from `local_port` to `remote` (SYN-SENT);
+    /// the SYN goes out on the next egress.
+    pub fn connect(
+        &mut self,
+        socket: &mut tcp::Socket<'static>,
+        remote: (IpAddress, u16),
+        local_port: u16,
+    ) -> Result<(), tcp::ConnectError> {
+        socket.connect(self.iface.context(), remote, local_port)
+    }
+
     /// Hands one packet to the engine with the sockets of one connection
     /// (or none); replies are appended to `tx`.
     pub fn ingress(

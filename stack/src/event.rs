@@ -193,11 +193,21 @@ pub enum Event {
         id: Option<SocketId>,
         reason: RstReason,
     },
-    /// A new socket was created for a new 4-tuple.
+    /// A new socket was created for a new 4-tuple: from a listener (a SYN
+    /// arrived) or for an outbound connection (`listener` is `None`).
     SocketCreated {
         id: SocketId,
         quad: Quad,
-        listener: SocketAddr,
+        listener: Option<SocketAddr>,
+    },
+    /// The stack chose a local port for an outbound connection.
+    PortChosen {
+        quad: Quad,
+        algorithm: &'static str,
+        /// Candidates looked at, the chosen one included.
+        tried: u32,
+        /// The first rejected candidates, with the reason for each.
+        rejected: Vec<(u16, &'static str)>,
     },
     /// The application accepted a connection after it waited `queued_us` in the accept queue.
     Accepted {
@@ -262,6 +272,7 @@ impl Event {
             Event::HandshakeHeld { .. } => "handshake_held",
             Event::RstSent { .. } => "rst_sent",
             Event::SocketCreated { .. } => "socket_created",
+            Event::PortChosen { .. } => "port_chosen",
             Event::Accepted { .. } => "accepted",
             Event::State { .. } => "state",
             Event::Closed { .. } => "closed",
@@ -291,6 +302,7 @@ impl Event {
         match self {
             Event::Syn { quad, .. }
             | Event::SynDropped { quad, .. }
+            | Event::PortChosen { quad, .. }
             | Event::HandshakeHeld { quad, .. }
             | Event::RstSent { quad, .. }
             | Event::SocketCreated { quad, .. }
@@ -357,7 +369,22 @@ impl Record {
             Event::SynDropped { reason, .. } => format!("dropped: {}", reason.as_str()),
             Event::HandshakeHeld { .. } => "handshake ACK held back: accept queue full".into(),
             Event::RstSent { reason, .. } => format!("reset: {}", reason.as_str()),
-            Event::SocketCreated { listener, .. } => format!("new socket from listener {listener}"),
+            Event::SocketCreated { listener, .. } => match listener {
+                Some(l) => format!("new socket from listener {l}"),
+                None => "new socket for an outbound connection".into(),
+            },
+            Event::PortChosen {
+                algorithm,
+                tried,
+                rejected,
+                ..
+            } => {
+                let mut d = format!("local port chosen by {algorithm} after {tried} candidate(s)");
+                for (port, why) in rejected {
+                    let _ = write!(d, "; {port} rejected: {why}");
+                }
+                d
+            }
             Event::Accepted { queued_us, by, .. } => {
                 let mut d = format!(
                     "accepted after {:.3} ms in the queue",
@@ -453,7 +480,30 @@ impl Record {
             Event::SynDropped { reason, .. } => o.str("reason", reason.as_str()),
             Event::HandshakeHeld { .. } => o.str("reason", "accept queue full"),
             Event::RstSent { reason, .. } => o.str("reason", reason.as_str()),
-            Event::SocketCreated { listener, .. } => o.str("listener", &listener.to_string()),
+            Event::SocketCreated { listener, .. } => match listener {
+                Some(l) => o.str("listener", &l.to_string()),
+                None => o.str("origin", "connect"),
+            },
+            Event::PortChosen {
+                algorithm,
+                tried,
+                rejected,
+                ..
+            } => {
+                o.str("algorithm", algorithm);
+                o.raw("tried", &tried.to_string());
+                let mut list = String::from("[");
+                for (i, (port, why)) in rejected.iter().enumerate() {
+                    if i > 0 {
+                        list.push(',');
+                    }
+                    let _ = write!(list, "{{\"port\":{port},\"reason\":");
+                    push_json_string(&mut list, why);
+                    list.push('}');
+                }
+                list.push(']');
+                o.raw("rejected", &list);
+            }
             Event::Accepted { queued_us, by, .. } => {
                 o.raw("queued_us", &queued_us.to_string());
                 if let Some(by) = by {
@@ -625,7 +675,7 @@ mod tests {
             event: Event::SocketCreated {
                 id: SocketId(7),
                 quad: quad(),
-                listener: "0.0.0.0:80".parse().unwrap(),
+                listener: Some("0.0.0.0:80".parse().unwrap()),
             },
         };
         assert_eq!(

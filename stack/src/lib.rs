@@ -24,6 +24,7 @@ pub mod event;
 pub mod listener;
 pub mod net;
 pub mod netstack;
+pub mod ports;
 pub mod quad;
 pub mod runtime;
 pub mod segment;

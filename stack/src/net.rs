@@ -49,6 +49,8 @@ pub struct StackConfig {
 pub const DEFAULT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 203, 80, 2);
 pub const DEFAULT_PREFIX: u8 = 24;
 pub const DEFAULT_TUN: &str = "portlab0";
+/// How long `connect` waits for a handshake (SYN retransmissions included).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for StackConfig {
     fn default() -> Self {
@@ -180,6 +182,50 @@ impl Stack {
         })
     }
 
+    /// Connects to `remote` from a local port the stack chooses (see
+    /// `ports`), waiting for the handshake to complete.
+    pub fn connect(&self, remote: SocketAddr) -> io::Result<TcpStream> {
+        self.connect_from(None, remote)
+    }
+
+    /// Connects from `local_port` (bind-then-connect; `None` or `Some(0)`: the
+    /// stack chooses). Fails with `ConnectionRefused` on a reset, `TimedOut`
+    /// after [`CONNECT_TIMEOUT`], `AddrInUse` if the 4-tuple is taken and
+    /// `AddrNotAvailable` when no local port is free.
+    pub fn connect_from(
+        &self,
+        local_port: Option<u16>,
+        remote: SocketAddr,
+    ) -> io::Result<TcpStream> {
+        let mut g = self.live()?;
+        let now = self.shared.clock.now();
+        let (id, quad) = g.net.connect(now, remote, local_port)?;
+        let stream = TcpStream::new(&self.shared, &mut g, id, quad);
+        self.shared.kick();
+        let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            match g.net.connect_result(id) {
+                Some(Ok(())) => return Ok(stream),
+                Some(Err(e)) => {
+                    // Release the lock before `stream` drops (its drop locks).
+                    drop(g);
+                    return Err(e);
+                }
+                None => match wait(&stream.cv, g, Some(deadline)) {
+                    Ok(next) => g = next,
+                    Err(e) => {
+                        if e.kind() == io::ErrorKind::TimedOut {
+                            let mut g = self.shared.lock();
+                            let now = self.shared.clock.now();
+                            g.net.abort_socket(now, id);
+                        }
+                        return Err(e);
+                    }
+                },
+            }
+        }
+    }
+
     /// A snapshot of every listener and socket.
     pub fn table(&self) -> Table {
         self.shared.lock().net.table()
@@ -268,17 +314,9 @@ impl TcpListener {
         loop {
             let now = self.shared.clock.now();
             if let Some((id, quad)) = g.net.accept(now, self.port, by.clone())? {
-                let cv = g.waiter(Ready::Socket(id));
+                let stream = TcpStream::new(&self.shared, &mut g, id, quad);
                 drop(g);
                 self.shared.kick();
-                let stream = TcpStream {
-                    shared: self.shared.clone(),
-                    id,
-                    quad,
-                    cv,
-                    read_timeout: Mutex::new(None),
-                    write_timeout: Mutex::new(None),
-                };
                 return Ok((stream, quad));
             }
             g = wait(&self.cv, g, None)?;
@@ -319,6 +357,17 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
+    fn new(shared: &Arc<Shared>, g: &mut Inner, id: SocketId, quad: Quad) -> TcpStream {
+        TcpStream {
+            shared: shared.clone(),
+            id,
+            quad,
+            cv: g.waiter(Ready::Socket(id)),
+            read_timeout: Mutex::new(None),
+            write_timeout: Mutex::new(None),
+        }
+    }
+
     /// The stack's number for this socket (as in the events).
     pub fn id(&self) -> SocketId {
         self.id

@@ -49,6 +49,7 @@ use crate::demux::{Demux, Slot};
 use crate::engine::Engine;
 use crate::event::{Closer, DropReason, Event, RateLimiter, Record, RstReason, SynDropReason};
 use crate::listener::Listener;
+use crate::ports::{PortChooser, Purpose, Rejection};
 use crate::quad::{Quad, SocketId};
 use crate::segment::{self, Inbound, Segment};
 use crate::timers::Timers;
@@ -207,13 +208,16 @@ pub struct NetStack {
     stats: Stats,
     /// The reason to report for the next reset the engine transmits.
     rst_reason: Option<RstReason>,
+    ports: PortChooser,
 }
 
 impl NetStack {
     pub fn new(cfg: NetConfig, now: Instant) -> NetStack {
         let engine = Engine::new(&cfg, now);
         let limiter = RateLimiter::new(cfg.event_burst, cfg.event_rate);
+        let ports = PortChooser::new(cfg.port_algorithm, cfg.port_range, cfg.seed);
         NetStack {
+            ports,
             cfg,
             engine,
             conns: HashMap::new(),
@@ -423,7 +427,7 @@ impl NetStack {
             Event::SocketCreated {
                 id,
                 quad,
-                listener: listener_addr,
+                listener: Some(listener_addr),
             },
         );
         self.deliver(now, id, seg, packet);
@@ -875,6 +879,150 @@ impl NetStack {
         Ok(Some((id, quad)))
     }
 
+    /// Opens a connection to `remote` (an active open: SYN-SENT). Without
+    /// `local_port` the stack chooses one (see `ports`); either way only the
+    /// 4-tuple must be free, so one local port can serve several remotes.
+    /// Completion is reported by [`connect_result`](Self::connect_result).
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_port: Option<u16>,
+    ) -> io::Result<(SocketId, Quad)> {
+        let IpAddr::V4(remote_ip) = remote.ip() else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "IPv6 is not enabled on this stack",
+            ));
+        };
+        if !self.cfg.reaches(remote_ip) || remote.port() == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NetworkUnreachable,
+                format!(
+                    "no route to {remote}: the stack reaches only its own subnet {}/{} \
+                     (a default route needs --default-route)",
+                    self.cfg.network(),
+                    self.cfg.prefix_len
+                ),
+            ));
+        }
+        if self.conns.len() >= self.cfg.max_sockets {
+            return Err(io::Error::other("socket limit reached"));
+        }
+        let local_ip = IpAddr::V4(self.cfg.addr);
+        let quad_for = |port: u16| Quad::new(SocketAddr::new(local_ip, port), remote);
+        let (port, choice_event) = match local_port {
+            Some(0) | None => {
+                let (demux, listeners) = (&self.demux, &self.listeners);
+                let choice = self
+                    .ports
+                    .choose(local_ip, remote, Purpose::Connect, |p| {
+                        taken(demux, listeners, &quad_for(p))
+                    })
+                    .map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::AddrNotAvailable,
+                            format!(
+                                "no free local port towards {remote}: all {} candidates in {}-{} \
+                                 are taken",
+                                e.tried, self.cfg.port_range.lo, self.cfg.port_range.hi
+                            ),
+                        )
+                    })?;
+                let event = Event::PortChosen {
+                    quad: quad_for(choice.port),
+                    algorithm: self.cfg.port_algorithm.as_str(),
+                    tried: choice.tried,
+                    rejected: choice
+                        .rejected
+                        .iter()
+                        .map(|(p, why)| (*p, why.as_str()))
+                        .collect(),
+                };
+                (choice.port, event)
+            }
+            Some(p) => {
+                if let Some(why) = taken(&self.demux, &self.listeners, &quad_for(p)) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("cannot connect from port {p} to {remote}: {}", why.as_str()),
+                    ));
+                }
+                let event = Event::PortChosen {
+                    quad: quad_for(p),
+                    algorithm: "explicit",
+                    tried: 1,
+                    rejected: Vec::new(),
+                };
+                (p, event)
+            }
+        };
+        let quad = quad_for(port);
+        let mut socket = Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer);
+        self.engine
+            .connect(
+                &mut socket,
+                (IpAddress::Ipv4(remote_ip), remote.port()),
+                port,
+            )
+            .map_err(|e| io::Error::other(format!("connect: {e}")))?;
+        let id = SocketId(self.next_id);
+        self.next_id += 1;
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let handle = sockets.add(socket);
+        self.demux.insert_conn(quad, id);
+        self.conns.insert(
+            id,
+            Conn {
+                quad,
+                sockets: Some(sockets),
+                handle,
+                state: TcpState::Closed,
+                owner: Owner::App,
+                port: 0,
+                created: now,
+                closer: None,
+                reset: false,
+                peer_tsval: None,
+                last_ack: None,
+                read_closed: false,
+                accepted_by: None,
+            },
+        );
+        self.stats.sockets_created += 1;
+        self.emit(now, choice_event);
+        self.emit(
+            now,
+            Event::SocketCreated {
+                id,
+                quad,
+                listener: None,
+            },
+        );
+        self.settle(now, id);
+        Ok((id, quad))
+    }
+
+    /// How an active open ended: `None` while the handshake is under way,
+    /// `Some(Ok)` once established, `Some(Err)` if it was refused (a reset)
+    /// or failed.
+    pub fn connect_result(&mut self, id: SocketId) -> Option<io::Result<()>> {
+        let conn = self.conns.get_mut(&id)?;
+        let reset = conn.reset;
+        match conn.socket().map(|s| s.state()) {
+            Some(TcpState::SynSent) => None,
+            Some(TcpState::Closed) | None if reset => Some(Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            ))),
+            Some(TcpState::Closed) | None => Some(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection failed",
+            ))),
+            Some(_) => Some(Ok(())),
+        }
+    }
+
     /// Reads into `buf`. `Ok(0)` is the end of the stream;
     /// `ErrorKind::WouldBlock` means wait for readiness.
     pub fn recv(&mut self, now: Instant, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
@@ -1107,6 +1255,16 @@ impl NetStack {
             sockets,
             stats: self.stats.clone(),
         }
+    }
+}
+
+/// Why the 4-tuple `quad` cannot be used for a new outbound connection.
+fn taken(demux: &Demux, listeners: &HashMap<u16, Listener>, quad: &Quad) -> Option<Rejection> {
+    match demux.get(quad) {
+        Some(Slot::Conn(_)) => Some(Rejection::InUse),
+        Some(Slot::TimeWait(_)) => Some(Rejection::TimeWait),
+        None if listeners.contains_key(&quad.local.port()) => Some(Rejection::Listener),
+        None => None,
     }
 }
 

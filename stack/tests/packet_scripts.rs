@@ -204,6 +204,19 @@ impl Client {
         self.build(|b| b.syn(), self.isn, &[])
     }
 
+    /// The server side of an active open: SYN-ACK to the stack's SYN.
+    fn synack(&mut self, stack_syn: &Seg) -> Vec<u8> {
+        let ack = stack_syn.seq.wrapping_add(1);
+        self.seq = self.isn.wrapping_add(1);
+        self.ack = ack;
+        self.build(|b| b.syn().ack(ack), self.isn, &[])
+    }
+
+    fn rst_ack(&self, stack_syn: &Seg) -> Vec<u8> {
+        let ack = stack_syn.seq.wrapping_add(1);
+        self.build(|b| b.rst().ack(ack), 0, &[])
+    }
+
     fn ack(&self) -> Vec<u8> {
         let ack = self.ack;
         self.build(|b| b.ack(ack), self.seq, &[])
@@ -596,4 +609,116 @@ fn garbage_never_panics() {
     }
     assert_eq!(lab.count("socket_created"), 0);
     assert!(lab.stack.stats().packets_dropped > 0);
+}
+
+// ----- the stack as a client -----------------------------------------------
+
+/// A server on the kernel side at 10.0.0.1:`port`, talking to the stack's `local_port`.
+fn server(port: u16, local_port: u16) -> Client {
+    Client::to(port, local_port)
+}
+
+fn remote(port: u16) -> SocketAddr {
+    SocketAddr::from((CLIENT, port))
+}
+
+#[test]
+fn connect_sends_a_syn_from_a_chosen_port_and_completes() {
+    let mut lab = Lab::new();
+    let (id, quad) = lab.stack.connect(lab.now, remote(8000), None).unwrap();
+    assert!(lab.stack.config().port_range.contains(quad.local.port()));
+    let syn = lab.expect();
+    assert!(syn.syn && !syn.has_ack);
+    assert_eq!((syn.src_port, syn.dst_port), (quad.local.port(), 8000));
+    assert!(lab.stack.connect_result(id).is_none(), "still in SYN-SENT");
+    let mut srv = server(8000, quad.local.port());
+    lab.send(srv.synack(&syn));
+    let ack = lab.expect();
+    assert!(ack.has_ack && !ack.syn);
+    assert_eq!(ack.ack, srv.isn + 1);
+    assert!(matches!(lab.stack.connect_result(id), Some(Ok(()))));
+    assert!(lab.take_events().iter().any(|e| matches!(e,
+        Event::PortChosen { algorithm: "double-hash", tried: 1, quad: q, .. } if *q == quad)));
+    // Data both ways.
+    lab.stack
+        .send(lab.now, id, b"GET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    assert_eq!(lab.expect().payload, b"GET / HTTP/1.0\r\n\r\n");
+}
+
+#[test]
+fn connect_to_a_closed_port_is_refused() {
+    let mut lab = Lab::new();
+    let (id, quad) = lab.stack.connect(lab.now, remote(9), None).unwrap();
+    let syn = lab.expect();
+    lab.send(server(9, quad.local.port()).rst_ack(&syn));
+    let err = lab.stack.connect_result(id).unwrap().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn one_local_port_serves_two_remotes_at_once() {
+    let mut lab = Lab::new();
+    let (a, qa) = lab
+        .stack
+        .connect(lab.now, remote(8000), Some(50000))
+        .unwrap();
+    let syn_a = lab.expect();
+    let (b, qb) = lab
+        .stack
+        .connect(lab.now, remote(8001), Some(50000))
+        .unwrap();
+    let syn_b = lab.expect();
+    assert_eq!(qa.local, qb.local);
+    assert_ne!(qa, qb);
+    lab.send(server(8000, 50000).synack(&syn_a));
+    lab.send(server(8001, 50000).synack(&syn_b));
+    assert!(matches!(lab.stack.connect_result(a), Some(Ok(()))));
+    assert!(matches!(lab.stack.connect_result(b), Some(Ok(()))));
+    // The same 4-tuple a second time is taken.
+    let err = lab
+        .stack
+        .connect(lab.now, remote(8000), Some(50000))
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
+
+#[test]
+fn chooser_skips_a_taken_four_tuple_but_reuses_the_port_elsewhere() {
+    let mut lab = Lab::with(|c| c.port_algorithm = portlab::ports::Algorithm::Sequential);
+    let lo = lab.stack.config().port_range.lo;
+    lab.stack.connect(lab.now, remote(8000), Some(lo)).unwrap();
+    let (_, q) = lab.stack.connect(lab.now, remote(8000), None).unwrap();
+    assert_eq!(q.local.port(), lo + 1);
+    assert!(
+        lab.take_events().iter().any(|e| matches!(e,
+        Event::PortChosen { tried: 2, rejected, .. } if rejected == &vec![(lo, "4-tuple in use")]))
+    );
+}
+
+#[test]
+fn exhausted_port_range_is_addr_not_available() {
+    let mut lab = Lab::with(|c| {
+        c.port_range = portlab::ports::PortRange {
+            lo: 60000,
+            hi: 60001,
+        }
+    });
+    lab.stack.connect(lab.now, remote(8000), None).unwrap();
+    lab.stack.connect(lab.now, remote(8000), None).unwrap();
+    let err = lab.stack.connect(lab.now, remote(8000), None).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrNotAvailable);
+    // Another destination still has both ports free.
+    lab.stack.connect(lab.now, remote(8001), None).unwrap();
+}
+
+#[test]
+fn connect_outside_the_subnet_without_a_default_route_is_unreachable() {
+    let mut lab = Lab::new();
+    let err = lab
+        .stack
+        .connect(lab.now, "192.0.2.7:80".parse().unwrap(), None)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NetworkUnreachable);
+    lab.expect_nothing();
 }
