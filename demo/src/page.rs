@@ -46,12 +46,12 @@ impl View<'_> {
             if i > 0 {
                 o.push(',');
             }
-            o.push_str("{\"local\":");
+            let _ = write!(o, "{{\"id\":{},\"local\":", l.id.0);
             push_json_string(&mut o, &l.local.to_string());
             let _ = write!(
                 o,
-                ",\"backlog\":{},\"syn_queue\":{},\"accept_queue\":{}}}",
-                l.backlog, l.syn_queue, l.accept_queue
+                ",\"reuse\":{},\"backlog\":{},\"syn_queue\":{},\"accept_queue\":{}}}",
+                l.reuse, l.backlog, l.syn_queue, l.accept_queue
             );
         }
         o.push_str("],\"sockets\":[");
@@ -125,14 +125,19 @@ impl View<'_> {
             model = html_escape(self.model),
         );
         h.push_str(
-            "<h2>Listening sockets</h2><table><tr><th>local</th><th>SYN queue</th>\
-             <th>accept queue</th><th>backlog</th></tr>",
+            "<h2>Listening sockets</h2><table><tr><th>socket</th><th>local</th>\
+             <th>SYN queue</th><th>accept queue</th><th>backlog</th></tr>",
         );
         for l in &self.table.listeners {
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                l.local, l.syn_queue, l.accept_queue, l.backlog
+                "<tr><td>#{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                l.id.0,
+                if l.reuse { " (reuse-port)" } else { "" },
+                l.local,
+                l.syn_queue,
+                l.accept_queue,
+                l.backlog
             );
         }
         h.push_str(
@@ -208,6 +213,8 @@ mod tests {
         };
         Table {
             listeners: vec![ListenerInfo {
+                id: SocketId(100),
+                reuse: false,
                 local: "0.0.0.0:80".parse().unwrap(),
                 backlog: 511,
                 syn_queue: 0,

@@ -167,15 +167,24 @@ pub enum Event {
     },
     /// The stack stopped; `reset` connections had to be reset.
     StackStopped { closed: usize, reset: usize },
-    /// A listening socket was opened.
-    Listen { local: SocketAddr, backlog: usize },
+    /// A listening socket was opened (`reuse`: as a member of a reuse-port group).
+    Listen {
+        id: SocketId,
+        local: SocketAddr,
+        backlog: usize,
+        reuse: bool,
+    },
     /// A second listen on a port failed.
     ListenFailed {
         local: SocketAddr,
         reason: &'static str,
     },
     /// A listening socket was closed; `reset` queued connections were reset.
-    ListenClosed { local: SocketAddr, reset: usize },
+    ListenClosed {
+        id: SocketId,
+        local: SocketAddr,
+        reset: usize,
+    },
     /// A SYN arrived for a listening port (a new connection attempt).
     Syn {
         quad: Quad,
@@ -198,7 +207,8 @@ pub enum Event {
     SocketCreated {
         id: SocketId,
         quad: Quad,
-        listener: Option<SocketAddr>,
+        /// The listening socket (id and address) whose queue it joined.
+        listener: Option<(SocketId, SocketAddr)>,
     },
     /// The stack chose a local port for an outbound connection.
     PortChosen {
@@ -287,6 +297,8 @@ impl Event {
     fn id(&self) -> Option<SocketId> {
         match self {
             Event::HandshakeHeld { id, .. }
+            | Event::Listen { id, .. }
+            | Event::ListenClosed { id, .. }
             | Event::SocketCreated { id, .. }
             | Event::Accepted { id, .. }
             | Event::State { id, .. }
@@ -345,9 +357,21 @@ impl Record {
             Event::StackStopped { closed, reset } => {
                 format!("{closed} connections closed, {reset} reset")
             }
-            Event::Listen { local, backlog } => format!("listening on {local}, backlog {backlog}"),
+            Event::Listen {
+                local,
+                backlog,
+                reuse,
+                ..
+            } => format!(
+                "listening on {local}, backlog {backlog}{}",
+                if *reuse {
+                    ", in a reuse-port group"
+                } else {
+                    ""
+                }
+            ),
             Event::ListenFailed { local, reason } => format!("listen on {local} failed: {reason}"),
-            Event::ListenClosed { local, reset } => {
+            Event::ListenClosed { local, reset, .. } => {
                 format!("stopped listening on {local}, {reset} queued connections reset")
             }
             Event::Syn { isn, options, .. } => {
@@ -370,7 +394,7 @@ impl Record {
             Event::HandshakeHeld { .. } => "handshake ACK held back: accept queue full".into(),
             Event::RstSent { reason, .. } => format!("reset: {}", reason.as_str()),
             Event::SocketCreated { listener, .. } => match listener {
-                Some(l) => format!("new socket from listener {l}"),
+                Some((lid, l)) => format!("new socket from listener {lid} ({l})"),
                 None => "new socket for an outbound connection".into(),
             },
             Event::PortChosen {
@@ -452,15 +476,21 @@ impl Record {
                 o.raw("closed", &closed.to_string());
                 o.raw("reset", &reset.to_string());
             }
-            Event::Listen { local, backlog } => {
+            Event::Listen {
+                local,
+                backlog,
+                reuse,
+                ..
+            } => {
                 o.str("local", &local.to_string());
                 o.raw("backlog", &backlog.to_string());
+                o.raw("reuse", &reuse.to_string());
             }
             Event::ListenFailed { local, reason } => {
                 o.str("local", &local.to_string());
                 o.str("reason", reason);
             }
-            Event::ListenClosed { local, reset } => {
+            Event::ListenClosed { local, reset, .. } => {
                 o.str("local", &local.to_string());
                 o.raw("reset", &reset.to_string());
             }
@@ -481,7 +511,10 @@ impl Record {
             Event::HandshakeHeld { .. } => o.str("reason", "accept queue full"),
             Event::RstSent { reason, .. } => o.str("reason", reason.as_str()),
             Event::SocketCreated { listener, .. } => match listener {
-                Some(l) => o.str("listener", &l.to_string()),
+                Some((lid, l)) => {
+                    o.str("listener", &l.to_string());
+                    o.raw("listener_id", &lid.0.to_string());
+                }
                 None => o.str("origin", "connect"),
             },
             Event::PortChosen {
@@ -675,12 +708,12 @@ mod tests {
             event: Event::SocketCreated {
                 id: SocketId(7),
                 quad: quad(),
-                listener: Some("0.0.0.0:80".parse().unwrap()),
+                listener: Some((SocketId(1), "0.0.0.0:80".parse().unwrap())),
             },
         };
         assert_eq!(
             r.json(),
-            r#"{"v":1,"ts":1700000000.123456,"event":"socket_created","id":7,"local":"10.0.0.2:80","remote":"10.0.0.1:40000","listener":"0.0.0.0:80"}"#
+            r#"{"v":1,"ts":1700000000.123456,"event":"socket_created","id":7,"local":"10.0.0.2:80","remote":"10.0.0.1:40000","listener":"0.0.0.0:80","listener_id":1}"#
         );
         assert!(r.human().contains("10.0.0.2:80 <- 10.0.0.1:40000"));
     }

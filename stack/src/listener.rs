@@ -19,16 +19,68 @@
 //! held back: the client retransmits, and gets in once the application
 //! accepts. With `--overflow rst` that ACK is answered with a reset instead
 //! (Linux's `tcp_abort_on_overflow`).
+//!
+//! # One listener per port — and the exception
+//!
+//! A second `listen` on a port that already has a listener fails with
+//! `AddrInUse`: the port is how a new connection finds its listener, so there
+//! can be only one. The exception is a *reuse-port group* (Linux's
+//! `SO_REUSEPORT`): when every listener on a port opted in with
+//! `listen_reuse`, they form a group and each new connection goes to one
+//! member, chosen by a keyed hash of its 4-tuple — so all segments of a flow,
+//! and a retransmitted SYN, land on the same member. A plain `listen` on a
+//! group's port fails, and so does `listen_reuse` on a plain listener's port.
+//! Removing a member resets the connections queued on it; the others carry on.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::Hasher;
 use std::net::SocketAddr;
 
 use smoltcp::time::Instant;
 
-use crate::quad::SocketId;
+use crate::quad::{Quad, SocketId};
+
+/// Why `listen` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenError {
+    /// Another socket already listens on this port (and not both opted into
+    /// a reuse-port group).
+    AddrInUse(u16),
+    /// Port 0 cannot be listened on.
+    InvalidPort,
+}
+
+impl std::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenError::AddrInUse(p) => write!(
+                f,
+                "address in use: another socket already listens on port {p} \
+                 (one listener per port, unless every listener joins a reuse-port group)"
+            ),
+            ListenError::InvalidPort => write!(f, "cannot listen on port 0"),
+        }
+    }
+}
+
+impl std::error::Error for ListenError {}
+
+impl From<ListenError> for std::io::Error {
+    fn from(e: ListenError) -> std::io::Error {
+        let kind = match e {
+            ListenError::AddrInUse(_) => std::io::ErrorKind::AddrInUse,
+            ListenError::InvalidPort => std::io::ErrorKind::InvalidInput,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
 
 #[derive(Debug)]
 pub struct Listener {
+    /// The listening socket's own id (from the same counter as connections).
+    pub id: SocketId,
+    /// Whether it is a member of a reuse-port group.
+    pub reuse: bool,
     /// The address it listens on (`0.0.0.0:port` style in events).
     pub local: SocketAddr,
     pub backlog: usize,
@@ -39,8 +91,10 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn new(local: SocketAddr, backlog: usize) -> Listener {
+    pub fn new(id: SocketId, local: SocketAddr, backlog: usize, reuse: bool) -> Listener {
         Listener {
+            id,
+            reuse,
             local,
             backlog,
             syn_queue: BTreeSet::new(),
@@ -77,13 +131,154 @@ impl Listener {
     }
 }
 
+/// Every listener, by id and by port.
+#[derive(Debug)]
+pub struct Listeners {
+    by_id: HashMap<SocketId, Listener>,
+    /// The members listening on each port, in the order they joined.
+    by_port: HashMap<u16, Vec<SocketId>>,
+    key: (u64, u64),
+}
+
+impl Listeners {
+    /// `seed` keys the hash that spreads connections over a group.
+    pub fn new(seed: u64) -> Listeners {
+        Listeners {
+            by_id: HashMap::new(),
+            by_port: HashMap::new(),
+            key: (seed.rotate_left(17) ^ 0x5eed, seed ^ 0x7e57),
+        }
+    }
+
+    /// Adds a listener; fails with `AddrInUse` unless the port is free, or
+    /// both it and every listener on the port are reuse-port members.
+    pub fn add(&mut self, listener: Listener) -> Result<(), ListenError> {
+        let port = listener.local.port();
+        if port == 0 {
+            return Err(ListenError::InvalidPort);
+        }
+        if let Some(members) = self.by_port.get(&port) {
+            let group_ok = listener.reuse
+                && members
+                    .iter()
+                    .all(|id| self.by_id.get(id).is_some_and(|l| l.reuse));
+            if !group_ok {
+                return Err(ListenError::AddrInUse(port));
+            }
+        }
+        self.by_port.entry(port).or_default().push(listener.id);
+        self.by_id.insert(listener.id, listener);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, id: SocketId) -> Option<Listener> {
+        let l = self.by_id.remove(&id)?;
+        let port = l.local.port();
+        if let Some(members) = self.by_port.get_mut(&port) {
+            members.retain(|m| *m != id);
+            if members.is_empty() {
+                self.by_port.remove(&port);
+            }
+        }
+        Some(l)
+    }
+
+    pub fn has_port(&self, port: u16) -> bool {
+        self.by_port.contains_key(&port)
+    }
+
+    /// The listener that gets a new connection for `quad`: the only one on
+    /// its port, or the group member chosen by a keyed hash of the 4-tuple.
+    pub fn pick(&self, quad: &Quad) -> Option<SocketId> {
+        let members = self.by_port.get(&quad.local.port())?;
+        match members.len() {
+            0 => None,
+            1 => Some(members[0]),
+            n => Some(members[(self.flow_hash(quad) % n as u64) as usize]),
+        }
+    }
+
+    fn flow_hash(&self, quad: &Quad) -> u64 {
+        #[allow(deprecated)] // SipHash with our own keys.
+        let mut h = std::hash::SipHasher::new_with_keys(self.key.0, self.key.1);
+        for addr in [quad.local, quad.remote] {
+            match addr.ip() {
+                std::net::IpAddr::V4(a) => h.write(&a.octets()),
+                std::net::IpAddr::V6(a) => h.write(&a.octets()),
+            }
+            h.write_u16(addr.port());
+        }
+        h.finish()
+    }
+
+    pub fn get(&self, id: SocketId) -> Option<&Listener> {
+        self.by_id.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: SocketId) -> Option<&mut Listener> {
+        self.by_id.get_mut(&id)
+    }
+
+    pub fn ids(&self) -> Vec<SocketId> {
+        self.by_id.keys().copied().collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Listener> {
+        self.by_id.values()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn quad(remote_port: u16) -> Quad {
+        Quad::new(
+            "10.0.0.2:80".parse().unwrap(),
+            SocketAddr::from(([10, 0, 0, 1], remote_port)),
+        )
+    }
+
+    fn listener(id: u64, reuse: bool) -> Listener {
+        Listener::new(SocketId(id), "0.0.0.0:80".parse().unwrap(), 16, reuse)
+    }
+
+    #[test]
+    fn one_listener_per_port_unless_all_opt_in() {
+        let mut ls = Listeners::new(1);
+        ls.add(listener(1, false)).unwrap();
+        assert_eq!(ls.add(listener(2, false)), Err(ListenError::AddrInUse(80)));
+        assert_eq!(ls.add(listener(3, true)), Err(ListenError::AddrInUse(80)));
+
+        let mut ls = Listeners::new(1);
+        ls.add(listener(1, true)).unwrap();
+        ls.add(listener(2, true)).unwrap();
+        assert_eq!(ls.add(listener(3, false)), Err(ListenError::AddrInUse(80)));
+    }
+
+    #[test]
+    fn a_flow_always_lands_on_the_same_member_and_flows_spread() {
+        let mut ls = Listeners::new(7);
+        for id in 1..=4 {
+            ls.add(listener(id, true)).unwrap();
+        }
+        let mut counts = HashMap::new();
+        for p in 40000..40400 {
+            let m = ls.pick(&quad(p)).unwrap();
+            assert_eq!(ls.pick(&quad(p)), Some(m), "sticky");
+            *counts.entry(m).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 4);
+        assert!(counts.values().all(|&c| c > 50), "{counts:?}");
+        // Removing a member leaves the others serving.
+        ls.remove(SocketId(2));
+        assert!((40000..40100).all(|p| ls.pick(&quad(p)) != Some(SocketId(2))));
+        assert!(ls.has_port(80));
+    }
+
     #[test]
     fn backlog_zero_still_admits_one() {
-        let mut l = Listener::new("0.0.0.0:80".parse().unwrap(), 0);
+        let mut l = Listener::new(SocketId(9), "0.0.0.0:80".parse().unwrap(), 0, false);
         assert!(!l.accept_queue_full());
         l.syn_queue.insert(SocketId(1));
         l.established(SocketId(1), Instant::from_secs(0));

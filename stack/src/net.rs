@@ -167,16 +167,31 @@ impl Stack {
     /// Opens a listening socket on `port`. A second listen on the same port
     /// fails with `ErrorKind::AddrInUse`.
     pub fn listen(&self, port: u16, backlog: usize) -> io::Result<TcpListener> {
+        self.open_listener(port, backlog, false)
+    }
+
+    /// Joins the reuse-port group on `port` (Linux's `SO_REUSEPORT`): several
+    /// listeners share the port when every one of them joined this way, and
+    /// each new connection goes to one member chosen by its 4-tuple.
+    pub fn listen_reuse(&self, port: u16, backlog: usize) -> io::Result<TcpListener> {
+        self.open_listener(port, backlog, true)
+    }
+
+    fn open_listener(&self, port: u16, backlog: usize, reuse: bool) -> io::Result<TcpListener> {
         let mut g = self.live()?;
         let now = self.shared.clock.now();
-        let result = g.net.listen(now, port, backlog);
-        let cv = g.waiter(Ready::Listener(port));
+        let result = if reuse {
+            g.net.listen_reuse(now, port, backlog)
+        } else {
+            g.net.listen(now, port, backlog)
+        };
+        let cv = result.map(|id| (id, g.waiter(Ready::Listener(id))));
         drop(g);
         self.shared.kick();
-        result?;
+        let (id, cv) = cv?;
         Ok(TcpListener {
             shared: self.shared.clone(),
-            port,
+            id,
             addr: SocketAddr::from((self.addr, port)),
             cv,
         })
@@ -300,7 +315,7 @@ fn wait<'a>(
 /// connections still waiting in its queues.
 pub struct TcpListener {
     shared: Arc<Shared>,
-    port: u16,
+    id: SocketId,
     addr: SocketAddr,
     cv: Arc<Condvar>,
 }
@@ -313,7 +328,7 @@ impl TcpListener {
         let mut g = live(&self.shared)?;
         loop {
             let now = self.shared.clock.now();
-            if let Some((id, quad)) = g.net.accept(now, self.port, by.clone())? {
+            if let Some((id, quad)) = g.net.accept(now, self.id, by.clone())? {
                 let stream = TcpStream::new(&self.shared, &mut g, id, quad);
                 drop(g);
                 self.shared.kick();
@@ -329,7 +344,12 @@ impl TcpListener {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.addr.port()
+    }
+
+    /// The listening socket's id (as in the events).
+    pub fn id(&self) -> SocketId {
+        self.id
     }
 }
 
@@ -338,9 +358,9 @@ impl Drop for TcpListener {
         let mut g = self.shared.lock();
         if !g.stopped {
             let now = self.shared.clock.now();
-            g.net.close_listener(now, self.port);
+            g.net.close_listener(now, self.id);
         }
-        g.forget_waiter(Ready::Listener(self.port));
+        g.forget_waiter(Ready::Listener(self.id));
         drop(g);
         self.shared.kick();
     }

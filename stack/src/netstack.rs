@@ -48,7 +48,7 @@ use crate::config::{NetConfig, Overflow, SOMAXCONN};
 use crate::demux::{Demux, Slot};
 use crate::engine::Engine;
 use crate::event::{Closer, DropReason, Event, RateLimiter, Record, RstReason, SynDropReason};
-use crate::listener::Listener;
+use crate::listener::{Listener, Listeners};
 use crate::ports::{PortChooser, Purpose, Rejection};
 use crate::quad::{Quad, SocketId};
 use crate::segment::{self, Inbound, Segment};
@@ -59,42 +59,10 @@ use crate::timewait::{self, TimeWait};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ready {
     Socket(SocketId),
-    Listener(u16),
+    Listener(SocketId),
 }
 
-/// Why `listen` failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenError {
-    /// Another socket already listens on this port.
-    AddrInUse(u16),
-    /// Port 0 cannot be listened on.
-    InvalidPort,
-}
-
-impl std::fmt::Display for ListenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ListenError::AddrInUse(p) => write!(
-                f,
-                "address in use: another socket already listens on port {p} \
-                 (only one listener per port)"
-            ),
-            ListenError::InvalidPort => write!(f, "cannot listen on port 0"),
-        }
-    }
-}
-
-impl std::error::Error for ListenError {}
-
-impl From<ListenError> for io::Error {
-    fn from(e: ListenError) -> io::Error {
-        let kind = match e {
-            ListenError::AddrInUse(_) => io::ErrorKind::AddrInUse,
-            ListenError::InvalidPort => io::ErrorKind::InvalidInput,
-        };
-        io::Error::new(kind, e)
-    }
-}
+pub use crate::listener::ListenError;
 
 /// Counters, for the connection table and the closing note of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -130,6 +98,10 @@ pub struct SocketInfo {
 /// A listener's row: its queues, as `ss -ltn` shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerInfo {
+    /// The listening socket's id.
+    pub id: SocketId,
+    /// Whether it is a member of a reuse-port group.
+    pub reuse: bool,
     pub local: SocketAddr,
     pub backlog: usize,
     pub syn_queue: usize,
@@ -169,8 +141,8 @@ struct Conn {
     /// The last state we reported.
     state: TcpState,
     owner: Owner,
-    /// The listening port it came from.
-    port: u16,
+    /// The listener it came from (none for outbound connections).
+    listener: Option<SocketId>,
     created: Instant,
     closer: Option<Closer>,
     reset: bool,
@@ -194,7 +166,7 @@ pub struct NetStack {
     engine: Engine,
     conns: HashMap<SocketId, Conn>,
     demux: Demux,
-    listeners: HashMap<u16, Listener>,
+    listeners: Listeners,
     timers: Timers<TimerKey>,
     tx: VecDeque<Vec<u8>>,
     /// Scratch: what the engine transmitted during the current call.
@@ -216,13 +188,14 @@ impl NetStack {
         let engine = Engine::new(&cfg, now);
         let limiter = RateLimiter::new(cfg.event_burst, cfg.event_rate);
         let ports = PortChooser::new(cfg.port_algorithm, cfg.port_range, cfg.seed);
+        let listeners = Listeners::new(cfg.seed);
         NetStack {
             ports,
             cfg,
             engine,
             conns: HashMap::new(),
             demux: Demux::default(),
-            listeners: HashMap::new(),
+            listeners,
             timers: Timers::default(),
             tx: VecDeque::new(),
             out: Vec::new(),
@@ -321,7 +294,7 @@ impl NetStack {
             }
             None if seg.is_bare_syn() => self.on_syn(now, seg, packet),
             None => {
-                let reason = if self.listeners.contains_key(&seg.quad.local.port()) {
+                let reason = if self.listeners.has_port(seg.quad.local.port()) {
                     RstReason::NoConnection
                 } else {
                     RstReason::NoListener
@@ -350,10 +323,10 @@ impl NetStack {
     fn on_syn(&mut self, now: Instant, seg: &Segment, packet: &[u8]) {
         let quad = seg.quad;
         let port = quad.local.port();
-        if !self.listeners.contains_key(&port) {
+        let Some(listener_id) = self.listeners.pick(&quad) else {
             self.answer_without_socket(now, seg, packet, RstReason::NoListener);
             return;
-        }
+        };
         self.stats.syns += 1;
         self.emit(
             now,
@@ -363,7 +336,7 @@ impl NetStack {
                 options: seg.options,
             },
         );
-        let Some(listener) = self.listeners.get(&port) else {
+        let Some(listener) = self.listeners.get(listener_id) else {
             return;
         };
         let drop = if listener.accept_queue_full() {
@@ -408,7 +381,7 @@ impl NetStack {
                 handle,
                 state: TcpState::Listen,
                 owner: Owner::SynQueue,
-                port,
+                listener: Some(listener_id),
                 created: now,
                 closer: None,
                 reset: false,
@@ -418,7 +391,7 @@ impl NetStack {
                 accepted_by: None,
             },
         );
-        if let Some(l) = self.listeners.get_mut(&port) {
+        if let Some(l) = self.listeners.get_mut(listener_id) {
             l.syn_queue.insert(id);
         }
         self.stats.sockets_created += 1;
@@ -427,7 +400,7 @@ impl NetStack {
             Event::SocketCreated {
                 id,
                 quad,
-                listener: Some(listener_addr),
+                listener: Some((listener_id, listener_addr)),
             },
         );
         self.deliver(now, id, seg, packet);
@@ -440,9 +413,9 @@ impl NetStack {
         };
         // The ACK that would complete a handshake while the accept queue is full.
         if conn.state == TcpState::SynReceived && seg.ack && !seg.syn && !seg.rst {
-            let full = self
-                .listeners
-                .get(&conn.port)
+            let full = conn
+                .listener
+                .and_then(|l| self.listeners.get(l))
                 .is_some_and(|l| l.accept_queue_full());
             if full {
                 let quad = conn.quad;
@@ -623,7 +596,7 @@ impl NetStack {
                     _ => None,
                 };
             }
-            let port = conn.port;
+            let listener = conn.listener;
             self.emit(
                 now,
                 Event::State {
@@ -645,9 +618,9 @@ impl NetStack {
                     return;
                 }
                 TcpState::Established | TcpState::CloseWait if old == TcpState::SynReceived => {
-                    if let Some(l) = self.listeners.get_mut(&port) {
+                    if let Some(l) = listener.and_then(|l| self.listeners.get_mut(l)) {
                         l.established(id, now);
-                        self.ready.push(Ready::Listener(port));
+                        self.ready.push(Ready::Listener(l.id));
                     }
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.owner = Owner::AcceptQueue;
@@ -738,13 +711,13 @@ impl NetStack {
             conn.sockets = None;
         }
         let owner = conn.owner;
-        let port = conn.port;
+        let listener = conn.listener;
         self.demux.remove_conn(&quad, id);
         self.timers.set(TimerKey::Conn(id), None);
         self.emit(now, Event::Closed { id, quad, by });
         match owner {
             Owner::SynQueue | Owner::Orphan => {
-                if let Some(l) = self.listeners.get_mut(&port) {
+                if let Some(l) = listener.and_then(|l| self.listeners.get_mut(l)) {
                     l.remove(id);
                 }
                 self.conns.remove(&id);
@@ -758,7 +731,7 @@ impl NetStack {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
-        if let Some(l) = self.listeners.get_mut(&conn.port) {
+        if let Some(l) = conn.listener.and_then(|l| self.listeners.get_mut(l)) {
             l.remove(id);
         }
         self.demux.remove_conn(&conn.quad, id);
@@ -791,30 +764,65 @@ impl NetStack {
 
     /// Opens a listening socket on `port`. A second listen on the same port
     /// fails with [`ListenError::AddrInUse`].
-    pub fn listen(&mut self, now: Instant, port: u16, backlog: usize) -> Result<(), ListenError> {
-        let local = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
-        if port == 0 {
-            return Err(ListenError::InvalidPort);
-        }
-        if self.listeners.contains_key(&port) {
-            self.emit(
-                now,
-                Event::ListenFailed {
-                    local,
-                    reason: "address in use",
-                },
-            );
-            return Err(ListenError::AddrInUse(port));
-        }
-        let backlog = backlog.min(SOMAXCONN);
-        self.listeners.insert(port, Listener::new(local, backlog));
-        self.emit(now, Event::Listen { local, backlog });
-        Ok(())
+    pub fn listen(
+        &mut self,
+        now: Instant,
+        port: u16,
+        backlog: usize,
+    ) -> Result<SocketId, ListenError> {
+        self.open_listener(now, port, backlog, false)
     }
 
-    /// Closes the listener on `port`, resetting every connection still queued.
-    pub fn close_listener(&mut self, now: Instant, port: u16) {
-        let Some(listener) = self.listeners.remove(&port) else {
+    /// Joins (or starts) the reuse-port group on `port`: every member must
+    /// have joined this way; new connections are spread over the members by
+    /// a hash of their 4-tuple.
+    pub fn listen_reuse(
+        &mut self,
+        now: Instant,
+        port: u16,
+        backlog: usize,
+    ) -> Result<SocketId, ListenError> {
+        self.open_listener(now, port, backlog, true)
+    }
+
+    fn open_listener(
+        &mut self,
+        now: Instant,
+        port: u16,
+        backlog: usize,
+        reuse: bool,
+    ) -> Result<SocketId, ListenError> {
+        let local = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
+        let id = SocketId(self.next_id);
+        let backlog = backlog.min(SOMAXCONN);
+        if let Err(e) = self.listeners.add(Listener::new(id, local, backlog, reuse)) {
+            if let ListenError::AddrInUse(_) = e {
+                self.emit(
+                    now,
+                    Event::ListenFailed {
+                        local,
+                        reason: "address in use",
+                    },
+                );
+            }
+            return Err(e);
+        }
+        self.next_id += 1;
+        self.emit(
+            now,
+            Event::Listen {
+                id,
+                local,
+                backlog,
+                reuse,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Closes a listener, resetting every connection still queued on it.
+    pub fn close_listener(&mut self, now: Instant, listener: SocketId) {
+        let Some(listener) = self.listeners.remove(listener) else {
             return;
         };
         let queued = listener.queued();
@@ -832,10 +840,11 @@ impl NetStack {
                 self.conns.remove(&id);
             }
         }
-        self.ready.push(Ready::Listener(port));
+        self.ready.push(Ready::Listener(listener.id));
         self.emit(
             now,
             Event::ListenClosed {
+                id: listener.id,
                 local: listener.local,
                 reset: queued.len(),
             },
@@ -848,10 +857,10 @@ impl NetStack {
     pub fn accept(
         &mut self,
         now: Instant,
-        port: u16,
+        listener: SocketId,
         by: Option<String>,
     ) -> io::Result<Option<(SocketId, Quad)>> {
-        let Some(listener) = self.listeners.get_mut(&port) else {
+        let Some(listener) = self.listeners.get_mut(listener) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "the listener is closed",
@@ -979,7 +988,7 @@ impl NetStack {
                 handle,
                 state: TcpState::Closed,
                 owner: Owner::App,
-                port: 0,
+                listener: None,
                 created: now,
                 closer: None,
                 reset: false,
@@ -1098,9 +1107,9 @@ impl NetStack {
     }
 
     /// Whether the listener has a connection to accept (or is gone).
-    pub fn acceptable(&self, port: u16) -> bool {
+    pub fn acceptable(&self, listener: SocketId) -> bool {
         self.listeners
-            .get(&port)
+            .get(listener)
             .is_none_or(|l| !l.accept_queue.is_empty())
     }
 
@@ -1158,9 +1167,8 @@ impl NetStack {
     /// First step of a clean stop: close every listener (resetting what is
     /// queued) and send FIN on every connection.
     pub fn begin_shutdown(&mut self, now: Instant) {
-        let ports: Vec<u16> = self.listeners.keys().copied().collect();
-        for port in ports {
-            self.close_listener(now, port);
+        for id in self.listeners.ids() {
+            self.close_listener(now, id);
         }
         let ids: Vec<SocketId> = self.conns.keys().copied().collect();
         for id in ids {
@@ -1204,15 +1212,17 @@ impl NetStack {
     pub fn table(&mut self) -> Table {
         let mut listeners: Vec<ListenerInfo> = self
             .listeners
-            .values()
+            .iter()
             .map(|l| ListenerInfo {
+                id: l.id,
+                reuse: l.reuse,
                 local: l.local,
                 backlog: l.backlog,
                 syn_queue: l.syn_queue.len(),
                 accept_queue: l.accept_queue.len(),
             })
             .collect();
-        listeners.sort_by_key(|l| l.local.port());
+        listeners.sort_by_key(|l| (l.local.port(), l.id));
         let mut sockets: Vec<SocketInfo> = Vec::new();
         for (id, conn) in self.conns.iter_mut() {
             if conn.sockets.is_none() {
@@ -1259,11 +1269,11 @@ impl NetStack {
 }
 
 /// Why the 4-tuple `quad` cannot be used for a new outbound connection.
-fn taken(demux: &Demux, listeners: &HashMap<u16, Listener>, quad: &Quad) -> Option<Rejection> {
+fn taken(demux: &Demux, listeners: &Listeners, quad: &Quad) -> Option<Rejection> {
     match demux.get(quad) {
         Some(Slot::Conn(_)) => Some(Rejection::InUse),
         Some(Slot::TimeWait(_)) => Some(Rejection::TimeWait),
-        None if listeners.contains_key(&quad.local.port()) => Some(Rejection::Listener),
+        None if listeners.has_port(quad.local.port()) => Some(Rejection::Listener),
         None => None,
     }
 }

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use portlab::event::{Closer, Event, RstReason, SynDropReason};
 use portlab::netstack::ListenError;
-use portlab::{NetConfig, NetStack, Overflow, Quad};
+use portlab::{NetConfig, NetStack, Overflow, Quad, SocketId};
 use smoltcp::time::{Duration, Instant};
 
 const STACK: [u8; 4] = [10, 0, 0, 2];
@@ -33,6 +33,8 @@ struct Lab {
     stack: NetStack,
     now: Instant,
     events: Vec<Event>,
+    /// The listening socket on each port.
+    listeners: std::collections::HashMap<u16, SocketId>,
 }
 
 impl Lab {
@@ -49,11 +51,18 @@ impl Lab {
             stack: NetStack::new(cfg, now),
             now,
             events: Vec::new(),
+            listeners: Default::default(),
         }
     }
 
-    fn listen(&mut self, port: u16, backlog: usize) {
-        self.stack.listen(self.now, port, backlog).unwrap();
+    fn listen(&mut self, port: u16, backlog: usize) -> SocketId {
+        let id = self.stack.listen(self.now, port, backlog).unwrap();
+        self.listeners.insert(port, id);
+        id
+    }
+
+    fn listener(&self, port: u16) -> SocketId {
+        self.listeners[&port]
     }
 
     fn send(&mut self, packet: Vec<u8>) {
@@ -115,8 +124,11 @@ impl Lab {
     }
 
     /// Takes the next connection from port 80's accept queue.
-    fn accept(&mut self) -> (portlab::SocketId, Quad) {
-        let next = self.stack.accept(self.now, 80, None).unwrap();
+    fn accept(&mut self) -> (SocketId, Quad) {
+        let next = self
+            .stack
+            .accept(self.now, self.listener(80), None)
+            .unwrap();
         next.expect("expected a connection in the accept queue")
     }
 
@@ -136,7 +148,7 @@ impl Lab {
 }
 
 /// A lab listening on port 80 with one accepted connection from `port`.
-fn accepted(port: u16) -> (Lab, Client, portlab::SocketId) {
+fn accepted(port: u16) -> (Lab, Client, SocketId) {
     let mut lab = Lab::new();
     lab.listen(80, 16);
     let mut c = Client::new(port);
@@ -253,7 +265,7 @@ fn handshake_then_accept_gives_the_clients_four_tuple() {
     assert_eq!(synack.ack, c.isn + 1);
     c.established(synack.seq);
     assert_eq!(
-        lab.stack.accept(lab.now, 80, None).unwrap(),
+        lab.stack.accept(lab.now, lab.listener(80), None).unwrap(),
         None,
         "handshake not complete yet"
     );
@@ -450,7 +462,7 @@ fn closing_a_listener_resets_the_connections_still_queued() {
     lab.connect(&mut a); // in the accept queue
     lab.send(b.syn()); // in the SYN queue
     assert!(lab.expect().syn);
-    lab.stack.close_listener(lab.now, 80);
+    lab.stack.close_listener(lab.now, lab.listener(80));
     let r1 = lab.expect();
     let r2 = lab.expect();
     assert!(r1.rst && r2.rst);
@@ -721,4 +733,105 @@ fn connect_outside_the_subnet_without_a_default_route_is_unreachable() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NetworkUnreachable);
     lab.expect_nothing();
+}
+
+// ----- reuse-port groups ------------------------------------------------------
+
+/// Which listener's queue each connection joined, from the events.
+fn members_by_client_port(lab: &mut Lab) -> std::collections::HashMap<u16, SocketId> {
+    lab.take_events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::SocketCreated {
+                quad,
+                listener: Some((lid, _)),
+                ..
+            } => Some((quad.remote.port(), *lid)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn reuse_group_spreads_connections_by_four_tuple() {
+    let mut lab = Lab::new();
+    let m1 = lab.stack.listen_reuse(lab.now, 80, 64).unwrap();
+    let m2 = lab.stack.listen_reuse(lab.now, 80, 64).unwrap();
+    for port in 41000..41040 {
+        lab.connect(&mut Client::new(port));
+    }
+    let members = members_by_client_port(&mut lab);
+    let to_m1 = members.values().filter(|m| **m == m1).count();
+    assert!(
+        to_m1 > 5 && to_m1 < 35,
+        "{to_m1} of 40 went to the first member"
+    );
+    // Each member's accept() hands out exactly the connections routed to it.
+    for m in [m1, m2] {
+        while let Some((_, quad)) = lab.stack.accept(lab.now, m, None).unwrap() {
+            assert_eq!(members[&quad.remote.port()], m);
+        }
+    }
+}
+
+#[test]
+fn a_flow_lands_on_the_same_member_every_time() {
+    // The same 4-tuple, in two stacks with the same seed and group: same member.
+    let pick = |_: ()| {
+        let mut lab = Lab::new();
+        let ids: Vec<SocketId> = (0..3)
+            .map(|_| lab.stack.listen_reuse(lab.now, 80, 16).unwrap())
+            .collect();
+        lab.send(Client::new(43210).syn());
+        let m = members_by_client_port(&mut lab)[&43210];
+        ids.iter().position(|i| *i == m)
+    };
+    assert_eq!(pick(()), pick(()));
+}
+
+#[test]
+fn plain_listen_and_reuse_groups_exclude_each_other() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    assert_eq!(
+        lab.stack.listen_reuse(lab.now, 80, 16),
+        Err(ListenError::AddrInUse(80))
+    );
+    lab.stack.listen_reuse(lab.now, 81, 16).unwrap();
+    lab.stack.listen_reuse(lab.now, 81, 16).unwrap();
+    assert_eq!(
+        lab.stack.listen(lab.now, 81, 16),
+        Err(ListenError::AddrInUse(81))
+    );
+    assert_eq!(lab.count("listen_failed"), 2);
+}
+
+#[test]
+fn removing_a_member_resets_its_queue_and_the_others_carry_on() {
+    let mut lab = Lab::new();
+    let m1 = lab.stack.listen_reuse(lab.now, 80, 64).unwrap();
+    let m2 = lab.stack.listen_reuse(lab.now, 80, 64).unwrap();
+    for port in 42000..42020 {
+        lab.connect(&mut Client::new(port));
+    }
+    let on_m1 = members_by_client_port(&mut lab)
+        .values()
+        .filter(|m| **m == m1)
+        .count();
+    lab.stack.close_listener(lab.now, m1);
+    let mut resets = 0;
+    while let Some(s) = lab.recv() {
+        assert!(s.rst);
+        resets += 1;
+    }
+    assert_eq!(resets, on_m1);
+    // New connections all go to the remaining member.
+    for port in 42100..42110 {
+        lab.connect(&mut Client::new(port));
+    }
+    let mut accepted = 0;
+    while lab.stack.accept(lab.now, m2, None).unwrap().is_some() {
+        accepted += 1;
+    }
+    assert_eq!(accepted, 20 - on_m1 + 10);
 }
