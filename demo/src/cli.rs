@@ -11,6 +11,8 @@ use portlab::config::{DeviceConfig, NetConfig, Overflow};
 use portlab::net::{DEFAULT_TUN, StackConfig, random_seed};
 use portlab::ports::{Algorithm, PortRange};
 
+use crate::models::Model;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "portlab",
@@ -63,6 +65,10 @@ Examples:
       Also write every event as a JSON line to events.jsonl; a small accept queue.
   sudo portlab serve --tun lab1 --addr 10.203.81.2/24 --port 8080 --overflow rst
       Another device and prefix, port 8080, reset handshakes that overflow the queue.
+  sudo portlab serve --model one-at-a-time --backlog 2
+      Serve one connection at a time; watch the others wait in the accept queue.
+  sudo portlab serve --model reuseport --workers 4
+      Four listeners share port 80 in a reuse-port group, one per worker thread.
 
 The kernel side of the TUN gets the first host address of the prefix
 (10.203.80.1 by default), so connections from this machine to the stack's
@@ -187,6 +193,14 @@ pub struct ServeArgs {
     /// TCP port to listen on.
     #[arg(long, default_value_t = 80)]
     pub port: u16,
+
+    /// How the server uses its port: which thread accepts and serves which connection.
+    #[arg(long, value_enum, default_value_t = Model::ThreadPerConnection)]
+    pub model: Model,
+
+    /// Worker threads for the workers and reuseport models.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub workers: usize,
 
     /// Accept-queue length: completed connections that may wait for accept().
     #[arg(long, default_value_t = 511)]

@@ -6,7 +6,9 @@
 
 mod cli;
 mod connect;
+mod event_loop;
 mod http;
+mod models;
 mod page;
 mod serve;
 mod signals;
@@ -66,7 +68,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 );
                 s2.shutdown(grace);
             })?;
-            let result = serve::run(&args, stack.clone());
+            let server = serve::Server {
+                stack: stack.clone(),
+                model: args.model.name(),
+                header_timeout: args.header_timeout(),
+            };
+            let result = models::run(&args, server);
             stack.shutdown(grace);
             result
         }

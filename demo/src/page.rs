@@ -67,8 +67,13 @@ impl View<'_> {
             push_json_string(&mut o, &s.state);
             o.push_str(",\"owner\":");
             push_json_string(&mut o, s.owner);
-            o.push_str(",\"served_by\":");
+            o.push_str(",\"accepted_by\":");
             match &s.accepted_by {
+                Some(b) => push_json_string(&mut o, b),
+                None => o.push_str("null"),
+            }
+            o.push_str(",\"served_by\":");
+            match &s.served_by {
                 Some(b) => push_json_string(&mut o, b),
                 None => o.push_str("null"),
             }
@@ -155,7 +160,7 @@ impl View<'_> {
                 s.quad.remote,
                 s.state,
                 s.owner,
-                html_escape(s.accepted_by.as_deref().unwrap_or("")),
+                html_escape(s.served_by.as_deref().unwrap_or("")),
             );
         }
         let st = &self.table.stats;
@@ -207,7 +212,8 @@ mod tests {
             quad: q(p),
             state: "ESTABLISHED".into(),
             owner,
-            accepted_by: Some("conn-<1>".into()),
+            accepted_by: Some("main".into()),
+            served_by: Some("conn-<1>".into()),
             recv_queue: 0,
             send_queue: 0,
         };

@@ -1,53 +1,31 @@
-//! `portlab serve`: HTTP on port 80 of the stack, a thread per connection.
+//! Serving one HTTP connection: requests in, pages out, until it ends.
 //!
-//! The main thread blocks in `accept()` on the one listening socket; each
-//! accepted connection — a new socket with its own 4-tuple — gets a thread
-//! of its own that serves requests on it (keep-alive) until the client
-//! closes, asks to close, misbehaves, or stays idle too long.
+//! A connection is served with keep-alive until the client closes, asks to
+//! close, misbehaves (400/413/431), or stays idle or slow past the header
+//! timeout (408). The serving *models* — which thread runs this for which
+//! connection — are in `models`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{info, warn};
 use portlab::net::{Stack, TcpStream};
 
-use crate::cli::ServeArgs;
 use crate::http::{self, HttpError, Request, Response};
 use crate::page::View;
 
-pub const MODEL: &str = "thread-per-connection";
-
-pub fn run(args: &ServeArgs, stack: Arc<Stack>) -> Result<(), Box<dyn std::error::Error>> {
-    let listener = stack
-        .listen(args.port, args.backlog)
-        .map_err(|e| format!("cannot listen on port {}: {e}", args.port))?;
-    info!(
-        "serving HTTP on http://{}:{}/ ({MODEL}); Ctrl-C to stop",
-        stack.addr(),
-        args.port
-    );
-    let header_timeout = args.header_timeout();
-    loop {
-        let (stream, _quad) = match listener.accept() {
-            Ok(x) => x,
-            // The stack stopped (Ctrl-C): the accept loop ends.
-            Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        let stack = stack.clone();
-        let name = format!("conn-{}", stream.id().0);
-        let spawned = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || serve_connection(&stack, stream, header_timeout));
-        if let Err(e) = spawned {
-            warn!("cannot start a thread for a connection: {e}");
-        }
-    }
+/// What every connection of one server shares.
+#[derive(Clone)]
+pub struct Server {
+    pub stack: Arc<Stack>,
+    /// The serving model's name, shown on the page.
+    pub model: &'static str,
+    pub header_timeout: Duration,
 }
 
 /// Serves requests on one connection until it ends.
-pub fn serve_connection(stack: &Stack, stream: TcpStream, header_timeout: Duration) {
+pub fn serve_connection(server: &Server, stream: TcpStream) {
+    let header_timeout = server.header_timeout;
     stream.set_read_timeout(Some(header_timeout));
     stream.set_write_timeout(Some(Duration::from_secs(30)));
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
@@ -87,7 +65,7 @@ pub fn serve_connection(stack: &Stack, stream: TcpStream, header_timeout: Durati
             }
             Err(ReadError::Io) => return,
         };
-        let bytes = route(stack, &stream, &req).to_bytes(req.keep_alive, req.method == "HEAD");
+        let bytes = respond(server, &stream, &req);
         if !req.keep_alive {
             // The response's last segment is followed at once by our FIN:
             // the server closes first and holds TIME-WAIT.
@@ -169,7 +147,12 @@ fn discard_body(mut stream: &TcpStream, buf: &mut Vec<u8>, len: usize) -> Result
     Ok(())
 }
 
-fn route(stack: &Stack, stream: &TcpStream, req: &Request) -> Response {
+/// The response to `req`, ready to write.
+pub fn respond(server: &Server, stream: &TcpStream, req: &Request) -> Vec<u8> {
+    route(&server.stack, server.model, stream, req).to_bytes(req.keep_alive, req.method == "HEAD")
+}
+
+fn route(stack: &Stack, model: &str, stream: &TcpStream, req: &Request) -> Response {
     if req.method != "GET" && req.method != "HEAD" {
         return Response::text(405, "Method Not Allowed", "only GET and HEAD are served\n");
     }
@@ -180,7 +163,7 @@ fn route(stack: &Stack, stream: &TcpStream, req: &Request) -> Response {
             let view = View {
                 you: stream.quad(),
                 your_id: stream.id().0,
-                model: MODEL,
+                model,
                 table: &table,
             };
             if path == "/" {

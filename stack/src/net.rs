@@ -26,6 +26,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -194,6 +195,7 @@ impl Stack {
             id,
             addr: SocketAddr::from((self.addr, port)),
             cv,
+            nonblocking: AtomicBool::new(false),
         })
     }
 
@@ -238,6 +240,16 @@ impl Stack {
                     }
                 },
             }
+        }
+    }
+
+    /// A readiness poller, for serving many non-blocking sockets from one thread.
+    pub fn poller(&self) -> Poller {
+        let (id, cv) = self.shared.lock().new_poller();
+        Poller {
+            shared: self.shared.clone(),
+            id,
+            cv,
         }
     }
 
@@ -318,6 +330,7 @@ pub struct TcpListener {
     id: SocketId,
     addr: SocketAddr,
     cv: Arc<Condvar>,
+    nonblocking: AtomicBool,
 }
 
 impl TcpListener {
@@ -334,8 +347,17 @@ impl TcpListener {
                 self.shared.kick();
                 return Ok((stream, quad));
             }
+            if self.nonblocking.load(Ordering::Relaxed) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             g = wait(&self.cv, g, None)?;
         }
+    }
+
+    /// In non-blocking mode `accept` fails with `ErrorKind::WouldBlock`
+    /// when the accept queue is empty.
+    pub fn set_nonblocking(&self, nonblocking: bool) {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
     }
 
     /// The address it listens on.
@@ -372,6 +394,7 @@ pub struct TcpStream {
     id: SocketId,
     quad: Quad,
     cv: Arc<Condvar>,
+    nonblocking: AtomicBool,
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
 }
@@ -383,6 +406,7 @@ impl TcpStream {
             id,
             quad,
             cv: g.waiter(Ready::Socket(id)),
+            nonblocking: AtomicBool::new(false),
             read_timeout: Mutex::new(None),
             write_timeout: Mutex::new(None),
         }
@@ -404,6 +428,21 @@ impl TcpStream {
 
     pub fn peer_addr(&self) -> SocketAddr {
         self.quad.remote
+    }
+
+    /// In non-blocking mode, reads and writes that would wait fail with
+    /// `ErrorKind::WouldBlock` instead; use a [`Poller`] to learn when to retry.
+    pub fn set_nonblocking(&self, nonblocking: bool) {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
+    }
+
+    /// Names the thread or worker serving this connection in the
+    /// connection table (the accepting thread is named automatically).
+    pub fn set_served_by(&self, name: &str) {
+        self.shared
+            .lock()
+            .net
+            .set_served_by(self.id, name.to_string());
     }
 
     /// Reads block at most this long, then fail with `TimedOut`.
@@ -482,7 +521,10 @@ impl TcpStream {
         loop {
             let now = self.shared.clock.now();
             match op(&mut g.net, now) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        && !self.nonblocking.load(Ordering::Relaxed) =>
+                {
                     g = wait(&self.cv, g, deadline)?;
                 }
                 r => {
@@ -539,5 +581,138 @@ impl Drop for TcpStream {
         g.forget_waiter(Ready::Socket(self.id));
         drop(g);
         self.shared.kick();
+    }
+}
+
+/// What a registration waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest {
+    pub readable: bool,
+    pub writable: bool,
+}
+
+impl Interest {
+    pub const READABLE: Interest = Interest {
+        readable: true,
+        writable: false,
+    };
+    pub const WRITABLE: Interest = Interest {
+        readable: false,
+        writable: true,
+    };
+    pub const BOTH: Interest = Interest {
+        readable: true,
+        writable: true,
+    };
+}
+
+/// A socket a [`Poller`] can watch.
+pub trait Source {
+    #[doc(hidden)]
+    fn ready_key(&self) -> Ready;
+}
+
+impl Source for TcpStream {
+    fn ready_key(&self) -> Ready {
+        Ready::Socket(self.id)
+    }
+}
+
+impl Source for TcpListener {
+    fn ready_key(&self) -> Ready {
+        Ready::Listener(self.id)
+    }
+}
+
+/// A readiness report: the token a socket was registered with and what it
+/// is ready for. A listener is readable when `accept` would not block; a
+/// stream is readable when `read` would not block (data, end of stream or an
+/// error) and writable when `write` would not block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollEvent {
+    pub token: usize,
+    pub readable: bool,
+    pub writable: bool,
+}
+
+/// Waits for readiness on many sockets at once — the stack's `epoll`.
+///
+/// Register non-blocking listeners and streams with a token of your choice;
+/// [`poll`](Poller::poll) sleeps until at least one is ready and reports
+/// which. Reports are level-triggered: a socket that is still ready is
+/// reported again on the next call. The cost of a `poll` is proportional to
+/// the sockets whose state changed since the last one, not to the number
+/// registered: the runtime hands the poller the tokens of the sockets it just
+/// touched.
+pub struct Poller {
+    shared: Arc<Shared>,
+    id: u64,
+    cv: Arc<Condvar>,
+}
+
+impl Poller {
+    /// Watches `source` under `token` (re-registering a token replaces it).
+    pub fn register(&self, source: &impl Source, token: usize, interest: Interest) {
+        self.shared.lock().watch(
+            self.id,
+            token,
+            source.ready_key(),
+            interest.readable,
+            interest.writable,
+        );
+    }
+
+    /// Stops watching `token`.
+    pub fn deregister(&self, token: usize) {
+        self.shared.lock().unwatch(self.id, token);
+    }
+
+    /// Waits until a registered socket is ready or `timeout` passes; the
+    /// ready ones are appended to `events` (none on timeout).
+    pub fn poll(&self, events: &mut Vec<PollEvent>, timeout: Option<Duration>) -> io::Result<()> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut g = live(&self.shared)?;
+        loop {
+            let inner = &mut *g;
+            let Some(p) = inner.pollers.get_mut(&self.id) else {
+                return Err(stopped());
+            };
+            let mut candidates = std::mem::take(&mut p.pending);
+            let mut still = Vec::new();
+            for token in candidates.drain(..) {
+                let Some(&(r, want_r, want_w)) = p.registered.get(&token) else {
+                    continue;
+                };
+                let (readable, writable) = match r {
+                    Ready::Socket(id) => (inner.net.readable(id), inner.net.writable(id)),
+                    Ready::Listener(id) => (inner.net.acceptable(id), false),
+                };
+                let ev = PollEvent {
+                    token,
+                    readable: readable && want_r,
+                    writable: writable && want_w,
+                };
+                if ev.readable || ev.writable {
+                    events.push(ev);
+                    // Level-triggered: look again next time.
+                    still.push(token);
+                }
+            }
+            p.pending = still;
+            if !events.is_empty() {
+                return Ok(());
+            }
+            g = match wait(&self.cv, g, deadline) {
+                Ok(g) => g,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(()),
+                Err(e) => return Err(e),
+            };
+        }
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.shared.lock().drop_poller(self.id);
     }
 }

@@ -90,6 +90,9 @@ pub struct SocketInfo {
     pub owner: &'static str,
     /// The thread that accepted it, when the application named one.
     pub accepted_by: Option<String>,
+    /// The thread (or worker) serving it, when the application said so;
+    /// otherwise the accepting thread.
+    pub served_by: Option<String>,
     /// Bytes waiting to be read / to be acknowledged.
     pub recv_queue: usize,
     pub send_queue: usize,
@@ -151,6 +154,7 @@ struct Conn {
     last_ack: Option<Vec<u8>>,
     read_closed: bool,
     accepted_by: Option<String>,
+    served_by: Option<String>,
 }
 
 impl Conn {
@@ -389,6 +393,7 @@ impl NetStack {
                 last_ack: None,
                 read_closed: false,
                 accepted_by: None,
+                served_by: None,
             },
         );
         if let Some(l) = self.listeners.get_mut(listener_id) {
@@ -996,6 +1001,7 @@ impl NetStack {
                 last_ack: None,
                 read_closed: false,
                 accepted_by: None,
+                served_by: None,
             },
         );
         self.stats.sockets_created += 1;
@@ -1029,6 +1035,13 @@ impl NetStack {
                 "connection failed",
             ))),
             Some(_) => Some(Ok(())),
+        }
+    }
+
+    /// Records which thread or worker serves the connection (for the table).
+    pub fn set_served_by(&mut self, id: SocketId, name: String) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.served_by = Some(name);
         }
     }
 
@@ -1244,6 +1257,7 @@ impl NetStack {
                 state,
                 owner,
                 accepted_by: conn.accepted_by.clone(),
+                served_by: conn.served_by.clone().or_else(|| conn.accepted_by.clone()),
                 recv_queue,
                 send_queue,
             });
@@ -1255,6 +1269,7 @@ impl NetStack {
                 state: TcpState::TimeWait.to_string(),
                 owner: "time-wait",
                 accepted_by: None,
+                served_by: None,
                 recv_queue: 0,
                 send_queue: 0,
             });

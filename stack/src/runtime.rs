@@ -85,10 +85,33 @@ impl EventSink {
     }
 }
 
+/// A readiness poller's state (see `net::Poller`).
+#[derive(Default)]
+pub struct PollerState {
+    pub cv: Arc<Condvar>,
+    /// Tokens whose readiness may have changed since the last poll.
+    pub pending: Vec<usize>,
+    /// What each registered token watches.
+    pub registered: HashMap<usize, (Ready, bool, bool)>,
+}
+
+impl PollerState {
+    fn hint(&mut self, token: usize) {
+        if !self.pending.contains(&token) {
+            self.pending.push(token);
+        }
+        self.cv.notify_one();
+    }
+}
+
 /// Everything behind the lock.
 pub struct Inner {
     pub net: NetStack,
     waiters: HashMap<Ready, Arc<Condvar>>,
+    pub pollers: HashMap<u64, PollerState>,
+    /// Which pollers (and under which token) watch each socket.
+    watches: HashMap<Ready, Vec<(u64, usize)>>,
+    next_poller: u64,
     /// Set when shutdown begins; the deadline for peers to finish closing.
     stopping: Option<Instant>,
     /// Connections open when shutdown began.
@@ -102,8 +125,71 @@ impl Inner {
         self.waiters.entry(r).or_default().clone()
     }
 
+    /// The socket is gone: forget its waiter and every poller registration.
     pub fn forget_waiter(&mut self, r: Ready) {
         self.waiters.remove(&r);
+        for (pid, token) in self.watches.remove(&r).unwrap_or_default() {
+            if let Some(p) = self.pollers.get_mut(&pid) {
+                p.registered.remove(&token);
+            }
+        }
+    }
+
+    /// Wakes whoever waits on `r`: its own blocked thread, and the pollers
+    /// that watch it.
+    fn wake(&mut self, r: Ready) {
+        if let Some(cv) = self.waiters.get(&r) {
+            cv.notify_all();
+        }
+        if let Some(watchers) = self.watches.get(&r) {
+            for &(pid, token) in watchers {
+                if let Some(p) = self.pollers.get_mut(&pid) {
+                    p.hint(token);
+                }
+            }
+        }
+    }
+
+    pub fn new_poller(&mut self) -> (u64, Arc<Condvar>) {
+        self.next_poller += 1;
+        let p = PollerState::default();
+        let cv = p.cv.clone();
+        self.pollers.insert(self.next_poller, p);
+        (self.next_poller, cv)
+    }
+
+    pub fn drop_poller(&mut self, pid: u64) {
+        if let Some(p) = self.pollers.remove(&pid) {
+            for (r, _, _) in p.registered.values() {
+                if let Some(w) = self.watches.get_mut(r) {
+                    w.retain(|(p, _)| *p != pid);
+                }
+            }
+        }
+    }
+
+    /// Registers `r` with poller `pid` under `token` (replacing an earlier
+    /// registration of that token), and hints it once so that readiness that
+    /// already holds is reported.
+    pub fn watch(&mut self, pid: u64, token: usize, r: Ready, readable: bool, writable: bool) {
+        self.unwatch(pid, token);
+        let Some(p) = self.pollers.get_mut(&pid) else {
+            return;
+        };
+        p.registered.insert(token, (r, readable, writable));
+        p.hint(token);
+        self.watches.entry(r).or_default().push((pid, token));
+    }
+
+    pub fn unwatch(&mut self, pid: u64, token: usize) {
+        let Some(p) = self.pollers.get_mut(&pid) else {
+            return;
+        };
+        if let Some((r, _, _)) = p.registered.remove(&token)
+            && let Some(w) = self.watches.get_mut(&r)
+        {
+            w.retain(|e| *e != (pid, token));
+        }
     }
 }
 
@@ -128,6 +214,9 @@ impl Shared {
             inner: Mutex::new(Inner {
                 net,
                 waiters: HashMap::new(),
+                pollers: HashMap::new(),
+                watches: HashMap::new(),
+                next_poller: 0,
                 stopping: None,
                 open_at_stop: 0,
                 stopped: false,
@@ -254,9 +343,7 @@ pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink) {
             g.net.drain_events(&mut records);
             g.net.drain_ready(&mut ready);
             for r in ready.drain(..) {
-                if let Some(cv) = g.waiters.get(&r) {
-                    cv.notify_all();
-                }
+                g.wake(r);
             }
             done
         };
@@ -269,6 +356,9 @@ pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink) {
             g.stopped = true;
             for cv in g.waiters.values() {
                 cv.notify_all();
+            }
+            for p in g.pollers.values() {
+                p.cv.notify_all();
             }
             shared.stopped.notify_all();
             break;
