@@ -28,6 +28,9 @@ pub enum Slot {
 #[derive(Debug, Default)]
 pub struct Demux {
     table: HashMap<Quad, Slot>,
+    /// How many 4-tuples (live or TIME-WAIT) use each local port: what a
+    /// bind to port 0 must avoid, without walking the table.
+    local_ports: HashMap<u16, u32>,
 }
 
 impl Demux {
@@ -45,6 +48,7 @@ impl Demux {
             Entry::Occupied(_) => false,
             Entry::Vacant(v) => {
                 v.insert(Slot::Conn(id));
+                *self.local_ports.entry(quad.local.port()).or_default() += 1;
                 true
             }
         }
@@ -52,20 +56,40 @@ impl Demux {
 
     /// Replaces a connection's entry with its TIME-WAIT record.
     pub fn enter_time_wait(&mut self, quad: Quad, record: TimeWait) {
-        self.table.insert(quad, Slot::TimeWait(record));
+        if self.table.insert(quad, Slot::TimeWait(record)).is_none() {
+            *self.local_ports.entry(quad.local.port()).or_default() += 1;
+        }
+    }
+
+    fn release_port(&mut self, port: u16) {
+        if let Entry::Occupied(mut e) = self.local_ports.entry(port) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    /// Whether any 4-tuple uses `port` as its local port.
+    pub fn port_in_use(&self, port: u16) -> bool {
+        self.local_ports.contains_key(&port)
     }
 
     /// Frees the 4-tuple if it still belongs to connection `id`.
     pub fn remove_conn(&mut self, quad: &Quad, id: SocketId) {
         if matches!(self.table.get(quad), Some(Slot::Conn(c)) if *c == id) {
             self.table.remove(quad);
+            self.release_port(quad.local.port());
         }
     }
 
     /// Frees a TIME-WAIT 4-tuple, returning its record.
     pub fn remove_time_wait(&mut self, quad: &Quad) -> Option<TimeWait> {
         match self.table.remove(quad) {
-            Some(Slot::TimeWait(tw)) => Some(tw),
+            Some(Slot::TimeWait(tw)) => {
+                self.release_port(quad.local.port());
+                Some(tw)
+            }
             Some(other) => {
                 self.table.insert(*quad, other);
                 None
@@ -93,5 +117,6 @@ impl Demux {
     /// Drops every entry (stack shutdown).
     pub fn clear(&mut self) {
         self.table.clear();
+        self.local_ports.clear();
     }
 }

@@ -48,6 +48,8 @@ pub enum ListenError {
     AddrInUse(u16),
     /// Port 0 cannot be listened on.
     InvalidPort,
+    /// A listen on port 0 found no free port in the ephemeral range.
+    NoFreePort,
 }
 
 impl std::fmt::Display for ListenError {
@@ -59,6 +61,7 @@ impl std::fmt::Display for ListenError {
                  (one listener per port, unless every listener joins a reuse-port group)"
             ),
             ListenError::InvalidPort => write!(f, "cannot listen on port 0"),
+            ListenError::NoFreePort => write!(f, "no free port in the ephemeral range"),
         }
     }
 }
@@ -70,6 +73,7 @@ impl From<ListenError> for std::io::Error {
         let kind = match e {
             ListenError::AddrInUse(_) => std::io::ErrorKind::AddrInUse,
             ListenError::InvalidPort => std::io::ErrorKind::InvalidInput,
+            ListenError::NoFreePort => std::io::ErrorKind::AddrNotAvailable,
         };
         std::io::Error::new(kind, e)
     }

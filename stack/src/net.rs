@@ -190,6 +190,7 @@ impl Stack {
         drop(g);
         self.shared.kick();
         let (id, cv) = cv?;
+        let port = self.shared.lock().net.listener_port(id).unwrap_or(port);
         Ok(TcpListener {
             shared: self.shared.clone(),
             id,

@@ -797,6 +797,11 @@ impl NetStack {
         backlog: usize,
         reuse: bool,
     ) -> Result<SocketId, ListenError> {
+        let port = if port == 0 {
+            self.bind_any_port(now)?
+        } else {
+            port
+        };
         let local = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
         let id = SocketId(self.next_id);
         let backlog = backlog.min(SOMAXCONN);
@@ -823,6 +828,45 @@ impl NetStack {
             },
         );
         Ok(id)
+    }
+
+    /// A listen on port 0: the stack chooses a free port, as a bind to port
+    /// 0 does (odd ports first with the Linux-like algorithm).
+    fn bind_any_port(&mut self, now: Instant) -> Result<u16, ListenError> {
+        let local_ip = IpAddr::V4(self.cfg.addr);
+        let any = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+        let (demux, listeners) = (&self.demux, &self.listeners);
+        let choice = self
+            .ports
+            .choose(local_ip, any, Purpose::Bind, |p| {
+                if listeners.has_port(p) {
+                    Some(Rejection::Listener)
+                } else if demux.port_in_use(p) {
+                    Some(Rejection::InUse)
+                } else {
+                    None
+                }
+            })
+            .map_err(|_| ListenError::NoFreePort)?;
+        self.emit(
+            now,
+            Event::PortChosen {
+                quad: Quad::new(SocketAddr::new(local_ip, choice.port), any),
+                algorithm: self.cfg.port_algorithm.as_str(),
+                tried: choice.tried,
+                rejected: choice
+                    .rejected
+                    .iter()
+                    .map(|(p, why)| (*p, why.as_str()))
+                    .collect(),
+            },
+        );
+        Ok(choice.port)
+    }
+
+    /// The port a listener listens on (for a listen on port 0: the chosen one).
+    pub fn listener_port(&self, listener: SocketId) -> Option<u16> {
+        self.listeners.get(listener).map(|l| l.local.port())
     }
 
     /// Closes a listener, resetting every connection still queued on it.

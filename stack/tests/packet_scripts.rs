@@ -835,3 +835,17 @@ fn removing_a_member_resets_its_queue_and_the_others_carry_on() {
     }
     assert_eq!(accepted, 20 - on_m1 + 10);
 }
+
+#[test]
+fn listen_on_port_zero_binds_an_odd_ephemeral_port() {
+    let mut lab = Lab::new();
+    let id = lab.stack.listen(lab.now, 0, 16).unwrap();
+    let port = lab.stack.listener_port(id).unwrap();
+    assert!(lab.stack.config().port_range.contains(port));
+    assert_eq!(port % 2, 1, "bind to port 0 prefers odd ports");
+    assert_eq!(lab.count("port_chosen"), 1);
+    // And it is a real listener.
+    let c = Client::to(40000, port);
+    lab.send(c.syn());
+    assert!(lab.expect().syn);
+}
