@@ -12,7 +12,7 @@ ADDR=10.203.80.2
 URL="http://$ADDR/"
 TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill connect_20 shared_local_port
        model_thread_per_connection model_one_at_a_time model_single model_workers model_reuseport model_event_loop
-       backlog_overflow_drop backlog_overflow_rst)
+       backlog_overflow_drop backlog_overflow_rst pcap)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -421,6 +421,42 @@ test_backlog_overflow_rst() {
     echo "    at once (curl: connection reset) instead of being held back until there was room;"
     echo "    SYNs arriving on a full queue are still dropped silently, as in Linux."
     ok "overflow rst: the completing ACK answered with RST"
+}
+
+test_pcap() {
+    command -v tshark >/dev/null || { fail "tshark is missing: apt-get install tshark"; return 1; }
+    setup pcap --pcap "$LAB_TMP/pcap.pcap"
+    in_ns curl -s -m 5 -o /dev/null "$URL"
+    in_ns curl -s -m 5 -o /dev/null "http://$ADDR:81/"
+    portlab_stop INT
+    local frames
+    frames=$(tshark -r "$LAB_TMP/pcap.pcap" 2>/dev/null | wc -l)
+    [ "$frames" -ge 10 ] || fail "tshark read $frames frames" || return 1
+    # Every event that names a frame names the right packet.
+    tshark -r "$LAB_TMP/pcap.pcap" -T fields -e frame.number -e tcp.srcport -e tcp.dstport -e tcp.flags.syn \
+        -e tcp.flags.ack -e tcp.flags.reset 2>/dev/null >"$LAB_TMP/frames.tsv"
+    python3 - "$EV" "$LAB_TMP/frames.tsv" <<'PY' || { fail "event frame numbers do not match the capture"; return 1; }
+import json, sys
+frames = {}
+for line in open(sys.argv[2]):
+    f = line.rstrip("\n").split("\t")
+    if len(f) == 6 and f[1]:
+        frames[int(f[0])] = (int(f[1]), int(f[2]), f[3] == "1", f[4] == "1", f[5] == "1")
+checked = 0
+for e in map(json.loads, open(sys.argv[1])):
+    if e["event"] not in ("syn", "rst_sent") or "frame" not in e:
+        continue
+    src, dst, syn, ack, rst = frames[e["frame"]]
+    rport = int(e["remote"].rsplit(":", 1)[1])
+    if e["event"] == "syn":
+        assert syn and not ack and src == rport, (e, frames[e["frame"]])
+    else:  # the SYN that the reset answers
+        assert syn and src == rport, (e, frames[e["frame"]])
+    checked += 1
+assert checked >= 2, checked
+print(f"    {len(frames)} TCP frames; {checked} events checked against their frames")
+PY
+    ok "tshark reads the capture; events name the frames that caused them"
 }
 
 run=("$@")

@@ -3,7 +3,7 @@
 # needed), then the namespace integration suite (real curl against the stack
 # on a TUN device, inside network namespaces; needs root).
 #
-# As root on Debian it installs what it needs (curl, iproute2, python3).
+# As root on Debian it installs what it needs (curl, iproute2, python3, tshark).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,7 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v python3 >/dev/null || missing+=(python3)
+command -v tshark >/dev/null || missing+=(tshark)
 if [ ${#missing[@]} -gt 0 ]; then
     if is_root && command -v apt-get >/dev/null; then
         echo "== installing ${missing[*]}"

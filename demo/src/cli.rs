@@ -106,6 +106,12 @@ pub struct DeviceArgs {
     /// Write every event as a JSON line to this file ('-' for standard output).
     #[arg(long, value_name = "PATH|-")]
     pub events: Option<PathBuf>,
+
+    /// Capture every packet read from or written to the TUN device in this
+    /// pcap file (open it with Wireshark or 'tshark -r'); events then name
+    /// the frame that caused them.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -288,6 +294,18 @@ impl DeviceArgs {
                 Some(Box::new(BufWriter::new(f)))
             }
         };
+        let pcap: Option<Box<dyn Write + Send>> = match &self.pcap {
+            None => None,
+            Some(p) => {
+                let f = File::create(p).map_err(|e| {
+                    UsageError(format!(
+                        "cannot create the capture file {}: {e}",
+                        p.display()
+                    ))
+                })?;
+                Some(Box::new(BufWriter::new(f)))
+            }
+        };
         Ok(StackConfig {
             net,
             device: DeviceConfig {
@@ -296,6 +314,7 @@ impl DeviceArgs {
                 tx_queue_len: 4096,
             },
             events,
+            pcap,
         })
     }
 }

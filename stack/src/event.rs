@@ -334,6 +334,9 @@ impl Event {
 pub struct Record {
     pub ts: Instant,
     pub event: Event,
+    /// The capture frame (1-based, as Wireshark numbers them) of the packet
+    /// that caused the event, when a capture is being written.
+    pub frame: Option<u64>,
 }
 
 impl Record {
@@ -434,6 +437,9 @@ impl Record {
         };
         s.push(' ');
         s.push_str(&detail);
+        if let Some(f) = self.frame {
+            let _ = write!(s, " [frame {f}]");
+        }
         s
     }
 
@@ -451,6 +457,9 @@ impl Record {
             ),
         );
         o.str("event", self.event.kind());
+        if let Some(f) = self.frame {
+            o.raw("frame", &f.to_string());
+        }
         if let Some(id) = self.event.id() {
             o.raw("id", &id.0.to_string());
         }
@@ -639,9 +648,13 @@ impl RateLimiter {
 
     /// Admits or counts `event`. Returns the events to record: possibly a
     /// `suppressed` summary first, then the event itself.
-    pub fn admit(&mut self, now: Instant, event: Event, out: &mut Vec<Record>) {
+    pub fn admit(&mut self, now: Instant, frame: Option<u64>, event: Event, out: &mut Vec<Record>) {
         if self.per_second == 0.0 {
-            out.push(Record { ts: now, event });
+            out.push(Record {
+                ts: now,
+                event,
+                frame,
+            });
             return;
         }
         let class = event.class();
@@ -666,9 +679,14 @@ impl RateLimiter {
                         kind: class,
                         count: std::mem::take(&mut b.suppressed),
                     },
+                    frame: None,
                 });
             }
-            out.push(Record { ts: now, event });
+            out.push(Record {
+                ts: now,
+                event,
+                frame,
+            });
         } else {
             b.suppressed += 1;
         }
@@ -684,6 +702,7 @@ impl RateLimiter {
                         kind: class,
                         count: std::mem::take(&mut b.suppressed),
                     },
+                    frame: None,
                 });
             }
         }
@@ -710,10 +729,11 @@ mod tests {
                 quad: quad(),
                 listener: Some((SocketId(1), "0.0.0.0:80".parse().unwrap())),
             },
+            frame: Some(3),
         };
         assert_eq!(
             r.json(),
-            r#"{"v":1,"ts":1700000000.123456,"event":"socket_created","id":7,"local":"10.0.0.2:80","remote":"10.0.0.1:40000","listener":"0.0.0.0:80","listener_id":1}"#
+            r#"{"v":1,"ts":1700000000.123456,"event":"socket_created","frame":3,"id":7,"local":"10.0.0.2:80","remote":"10.0.0.1:40000","listener":"0.0.0.0:80","listener_id":1}"#
         );
         assert!(r.human().contains("10.0.0.2:80 <- 10.0.0.1:40000"));
     }
@@ -728,6 +748,7 @@ mod tests {
                 quad: None,
                 detail: "bad \"line\"\n\u{1}".into(),
             },
+            frame: None,
         };
         assert!(r.json().contains(r#""detail":"bad \"line\"\n\u0001""#));
     }
@@ -742,7 +763,7 @@ mod tests {
                 quad: quad(),
                 reason: SynDropReason::SynQueueFull,
             };
-            rl.admit(t0, ev, &mut out);
+            rl.admit(t0, None, ev, &mut out);
         }
         assert_eq!(out.len(), 3);
         rl.flush(Instant::from_secs(102), &mut out);

@@ -7,11 +7,13 @@
 //! * [`segment`] — reading a packet far enough to route it;
 //! * [`demux`] — the 4-tuple table that routes each segment to its connection;
 //! * [`listener`] — listen/accept, the SYN queue, the accept queue and the backlog;
+//! * [`ports`] — ephemeral-port choice (RFC 6056);
 //! * [`timewait`] — TIME-WAIT as a compact record;
 //! * [`timers`] — every connection's next deadline, in order;
 //! * [`engine`] — smoltcp as the TCP engine, one connection at a time;
 //! * [`netstack`] — the sans-IO core that ties them together;
 //! * [`event`] — the typed event log and its two renderings;
+//! * [`pcap`] — packet capture for Wireshark;
 //! * [`device`] — the TUN device and its configuration;
 //! * [`runtime`] — the thread that owns the device, the clock and the core;
 //! * [`net`] — the std::net-like blocking API: `Stack`, `TcpListener`, `TcpStream`.
@@ -24,6 +26,7 @@ pub mod event;
 pub mod listener;
 pub mod net;
 pub mod netstack;
+pub mod pcap;
 pub mod ports;
 pub mod quad;
 pub mod runtime;

@@ -35,6 +35,7 @@ use crate::config::{DeviceConfig, NetConfig};
 use crate::device::{DeviceError, TunDevice};
 use crate::event::Event;
 use crate::netstack::{NetStack, Ready, Table};
+use crate::pcap::PcapWriter;
 use crate::quad::{Quad, SocketId};
 use crate::runtime::{self, Clock, EventSink, Inner, Shared};
 
@@ -44,6 +45,8 @@ pub struct StackConfig {
     pub device: DeviceConfig,
     /// Where JSON event lines go (`None`: only the human log).
     pub events: Option<Box<dyn Write + Send>>,
+    /// Where the packet capture (pcap) goes, if anywhere.
+    pub pcap: Option<Box<dyn Write + Send>>,
 }
 
 /// The default lab prefix: unlikely to clash with home or office networks.
@@ -66,6 +69,7 @@ impl Default for StackConfig {
                 tx_queue_len: 4096,
             },
             events: None,
+            pcap: None,
         }
     }
 }
@@ -124,6 +128,13 @@ impl Stack {
         let addr = config.net.addr;
         let host_addr = device.host_addr();
         let mut net = NetStack::new(config.net.clone(), now);
+        let pcap = match config.pcap {
+            Some(out) => {
+                net.enable_capture();
+                Some(PcapWriter::new(out).map_err(StartError::Io)?)
+            }
+            None => None,
+        };
         net.emit(
             now,
             Event::StackStarted {
@@ -135,7 +146,7 @@ impl Stack {
             },
         );
         let shared = Arc::new(Shared::new(net, clock).map_err(StartError::Io)?);
-        let sink = EventSink::new(config.events);
+        let sink = EventSink::new(config.events, pcap);
         let s2 = shared.clone();
         let thread = std::thread::Builder::new()
             .name("portlab-runtime".into())

@@ -185,6 +185,21 @@ pub struct NetStack {
     /// The reason to report for the next reset the engine transmits.
     rst_reason: Option<RstReason>,
     ports: PortChooser,
+    /// Packets seen so far, in and out: the capture's frame numbers.
+    frames: u64,
+    /// The frame being processed: events name it.
+    current_frame: Option<u64>,
+    /// When capturing: every packet in and out, in processing order.
+    capture: Option<Vec<Captured>>,
+}
+
+/// A packet for the capture file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub ts: Instant,
+    pub frame: u64,
+    pub inbound: bool,
+    pub data: Vec<u8>,
 }
 
 impl NetStack {
@@ -195,6 +210,9 @@ impl NetStack {
         let listeners = Listeners::new(cfg.seed);
         NetStack {
             ports,
+            frames: 0,
+            current_frame: None,
+            capture: None,
             cfg,
             engine,
             conns: HashMap::new(),
@@ -217,9 +235,45 @@ impl NetStack {
         &self.cfg
     }
 
-    /// Records an event (subject to rate limiting).
+    /// Records an event (subject to rate limiting), naming the frame being
+    /// processed when a capture is on.
     pub fn emit(&mut self, now: Instant, event: Event) {
-        self.limiter.admit(now, event, &mut self.records);
+        self.limiter
+            .admit(now, self.current_frame, event, &mut self.records);
+    }
+
+    /// Starts keeping every packet for a capture file (see
+    /// [`take_capture`](Self::take_capture)); events then carry frame numbers.
+    pub fn enable_capture(&mut self) {
+        self.capture.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the captured packets, in processing order, into `out`.
+    pub fn take_capture(&mut self, out: &mut Vec<Captured>) {
+        if let Some(c) = self.capture.as_mut() {
+            out.append(c);
+        }
+    }
+
+    /// Numbers a packet and, when capturing, keeps a copy.
+    fn capture_packet(&mut self, now: Instant, inbound: bool, data: &[u8]) -> Option<u64> {
+        let cap = self.capture.as_mut()?;
+        self.frames += 1;
+        cap.push(Captured {
+            ts: now,
+            frame: self.frames,
+            inbound,
+            data: data.to_vec(),
+        });
+        Some(self.frames)
+    }
+
+    /// Queues a packet for the device.
+    fn transmit(&mut self, now: Instant, packet: Vec<u8>) -> Option<u64> {
+        let frame = self.capture_packet(now, false, &packet);
+        self.stats.packets_out += 1;
+        self.tx.push_back(packet);
+        frame
     }
 
     // ----- outputs -------------------------------------------------------
@@ -258,6 +312,12 @@ impl NetStack {
     /// A packet arrived from the device.
     pub fn receive(&mut self, now: Instant, packet: &[u8]) {
         self.stats.packets_in += 1;
+        self.current_frame = self.capture_packet(now, true, packet);
+        self.classify_and_handle(now, packet);
+        self.current_frame = None;
+    }
+
+    fn classify_and_handle(&mut self, now: Instant, packet: &[u8]) {
         match segment::classify(packet, self.cfg.addr) {
             Inbound::Drop(reason) => {
                 self.stats.packets_dropped += 1;
@@ -474,8 +534,7 @@ impl NetStack {
                         tw.expires = expires;
                     }
                     if let Some(ack) = tw.last_ack.clone() {
-                        self.stats.packets_out += 1;
-                        self.tx.push_back(ack);
+                        self.transmit(now, ack);
                     }
                 }
                 if seg.fin {
@@ -556,24 +615,28 @@ impl NetStack {
             });
         for packet in out.drain(..) {
             let flags = segment::outbound(&packet);
-            if let (Some(f), Some(quad)) = (flags, quad)
-                && f.rst
-            {
-                self.stats.resets_sent += 1;
-                let reason = self.rst_reason.unwrap_or(RstReason::Engine);
-                self.emit(now, Event::RstSent { quad, id, reason });
-                if let Some(c) = id.and_then(|id| self.conns.get_mut(&id)) {
-                    c.reset = true;
-                }
-            }
             if closing
                 && flags.is_some_and(|f| !f.rst && !f.syn)
                 && let Some(c) = id.and_then(|id| self.conns.get_mut(&id))
             {
                 c.last_ack = Some(packet.clone());
             }
-            self.stats.packets_out += 1;
-            self.tx.push_back(packet);
+            let frame = self.transmit(now, packet);
+            if let (Some(f), Some(quad)) = (flags, quad)
+                && f.rst
+            {
+                self.stats.resets_sent += 1;
+                let reason = self.rst_reason.unwrap_or(RstReason::Engine);
+                // Caused by the packet being processed, or (a reset the
+                // application asked for) by nothing but itself.
+                let cause = self.current_frame;
+                self.current_frame = cause.or(frame);
+                self.emit(now, Event::RstSent { quad, id, reason });
+                self.current_frame = cause;
+                if let Some(c) = id.and_then(|id| self.conns.get_mut(&id)) {
+                    c.reset = true;
+                }
+            }
         }
         self.out = out;
     }

@@ -26,7 +26,8 @@ use smoltcp::time::Instant;
 
 use crate::device::TunDevice;
 use crate::event::Record;
-use crate::netstack::{NetStack, Ready};
+use crate::netstack::{Captured, NetStack, Ready};
+use crate::pcap::PcapWriter;
 
 /// The stack's clock: Unix time (so events line up with packet captures),
 /// advancing monotonically from the moment the stack started.
@@ -59,14 +60,38 @@ impl Default for Clock {
     }
 }
 
-/// Where events go: `log` (human lines) and optionally a JSON-lines writer.
+/// Where events and packets go: `log` (human lines), optionally a JSON-lines
+/// writer, optionally a pcap capture.
 pub struct EventSink {
     json: Option<Box<dyn Write + Send>>,
+    pcap: Option<PcapWriter<Box<dyn Write + Send>>>,
 }
 
 impl EventSink {
-    pub fn new(json: Option<Box<dyn Write + Send>>) -> EventSink {
-        EventSink { json }
+    pub fn new(
+        json: Option<Box<dyn Write + Send>>,
+        pcap: Option<PcapWriter<Box<dyn Write + Send>>>,
+    ) -> EventSink {
+        EventSink { json, pcap }
+    }
+
+    /// Appends captured packets to the pcap file and flushes it.
+    pub fn write_packets(&mut self, packets: &[Captured]) {
+        let Some(w) = self.pcap.as_mut() else {
+            return;
+        };
+        if packets.is_empty() {
+            return;
+        }
+        for p in packets {
+            // A full disk must not stop the stack; the capture just ends.
+            if w.write_packet(p.ts, &p.data).is_err() {
+                self.pcap = None;
+                log::warn!("the packet capture could not be written; capture stopped");
+                return;
+            }
+        }
+        let _ = w.flush();
     }
 
     pub fn write(&mut self, records: &[Record]) {
@@ -288,6 +313,7 @@ const READ_BATCH: usize = 256;
 pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink) {
     let mut buf = vec![0u8; 65536];
     let mut records = Vec::new();
+    let mut captured = Vec::new();
     let mut ready = Vec::new();
     loop {
         let timeout_ms = {
@@ -341,12 +367,15 @@ pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink) {
                 let _ = device.send(&p);
             }
             g.net.drain_events(&mut records);
+            g.net.take_capture(&mut captured);
             g.net.drain_ready(&mut ready);
             for r in ready.drain(..) {
                 g.wake(r);
             }
             done
         };
+        sink.write_packets(&captured);
+        captured.clear();
         sink.write(&records);
         records.clear();
         if done {

@@ -849,3 +849,29 @@ fn listen_on_port_zero_binds_an_odd_ephemeral_port() {
     lab.send(c.syn());
     assert!(lab.expect().syn);
 }
+
+// ----- capture ------------------------------------------------------------------
+
+#[test]
+fn captured_frames_are_numbered_in_order_and_events_name_them() {
+    let mut lab = Lab::new();
+    lab.stack.enable_capture();
+    lab.listen(80, 16);
+    let c = Client::new(44000);
+    lab.send(Client::to(44001, 81).syn()); // frame 1 in, frame 2: the RST out
+    lab.send(c.syn()); // frame 3 in, frame 4: the SYN-ACK out
+    let mut cap = Vec::new();
+    lab.stack.take_capture(&mut cap);
+    let frames: Vec<(u64, bool)> = cap.iter().map(|c| (c.frame, c.inbound)).collect();
+    assert_eq!(frames, vec![(1, true), (2, false), (3, true), (4, false)]);
+    let mut recs = Vec::new();
+    lab.stack.drain_events(&mut recs);
+    let frame_of = |kind: &str| {
+        recs.iter()
+            .find(|r| r.event.kind() == kind)
+            .and_then(|r| r.frame)
+    };
+    assert_eq!(frame_of("rst_sent"), Some(1), "the reset answers frame 1");
+    assert_eq!(frame_of("syn"), Some(3));
+    assert_eq!(frame_of("socket_created"), Some(3));
+}
