@@ -12,7 +12,8 @@ ADDR=10.203.80.2
 URL="http://$ADDR/"
 TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill connect_20 shared_local_port
        model_thread_per_connection model_one_at_a_time model_single model_workers model_reuseport model_event_loop
-       backlog_overflow_drop backlog_overflow_rst pcap)
+       backlog_overflow_drop backlog_overflow_rst pcap
+       ss_listener_queues ss_thousand)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -211,18 +212,24 @@ PY
     events "$EV" complete >/dev/null || fail "the event file is not complete" || return 1
     [ "$(events "$EV" last)" = stack_stopped ] || fail "the event file does not end with stack_stopped" || return 1
     in_ns ip link show portlab0 >/dev/null 2>&1 && { fail "the TUN device is still there"; return 1; }
-    ok "SIGINT: peer closed, event file complete, device removed"
+    [ -z "$(ls /run/portlab/portlab0-"$(in_ns stat -L -c %i /proc/self/ns/net)".sock 2>/dev/null)" ] \
+        || fail "the control socket is still there" || return 1
+    ok "SIGINT: peer closed, event file complete, device and control socket removed"
 }
 
 test_restart_after_sigkill() {
     setup restart_after_sigkill
     in_ns curl -s -m 5 -o /dev/null "$URL"
     portlab_stop KILL
+    local stale
+    stale=$(ls /run/portlab/portlab0-*.sock 2>/dev/null | wc -l)
+    [ "$stale" -ge 1 ] || fail "SIGKILL should leave the control socket behind" || return 1
     portlab_start "$NS" "$LAB_TMP/restart2.jsonl" "$LAB_TMP/restart2.log"
     local code
     code=$(in_ns curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL")
     [ "$code" = 200 ] || fail "after restart: got '$code'" || return 1
-    ok "restart after SIGKILL serves again"
+    in_ns "$PORTLAB_BIN" ss -l | grep -q LISTEN || fail "ss cannot reach the restarted stack" || return 1
+    ok "restart after SIGKILL (stale control socket replaced) serves again"
 }
 
 # kernel_http NS PORT: a small HTTP server on the kernel side of the namespace.
@@ -457,6 +464,50 @@ assert checked >= 2, checked
 print(f"    {len(frames)} TCP frames; {checked} events checked against their frames")
 PY
     ok "tshark reads the capture; events name the frames that caused them"
+}
+
+test_ss_listener_queues() {
+    setup ss_listener_queues --model one-at-a-time --backlog 5 --header-timeout 5
+    # The server gets stuck on the first client; three more wait in the queue.
+    in_ns python3 -c "
+import socket, time
+s = [socket.create_connection(('$ADDR', 80)) for _ in range(4)]
+time.sleep(3)" &
+    local clients=$!
+    sleep 1
+    local out
+    out=$(in_ns "$PORTLAB_BIN" ss -l)
+    echo "$out" | sed 's/^/    /'
+    wait $clients
+    echo "$out" | grep -Eq '^LISTEN +3 +5 +0\.0\.0\.0:80' \
+        || fail "want LISTEN with Recv-Q 3 (accept queue) and Send-Q 5 (backlog)" || return 1
+    ok "ss -l: Recv-Q is the accept queue (3 waiting), Send-Q the backlog (5)"
+}
+
+test_ss_thousand() {
+    setup ss_thousand --model event-loop --header-timeout 30
+    in_ns python3 - "$ADDR" <<'PY' &
+import resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+socks = []
+for _ in range(1000):
+    socks.append(socket.create_connection((sys.argv[1], 80), timeout=10))
+time.sleep(6)
+PY
+    local clients=$! n=0 i
+    for i in $(seq 60); do
+        n=$(in_ns "$PORTLAB_BIN" ss | grep -c '^ESTAB')
+        [ "$n" -ge 1000 ] && break
+        sleep 0.2
+    done
+    local t0 t1
+    t0=$(date +%s.%N)
+    in_ns "$PORTLAB_BIN" ss -a >"$LAB_TMP/ss1000.txt"
+    t1=$(date +%s.%N)
+    wait $clients
+    echo "    portlab ss -a listed $(($(wc -l <"$LAB_TMP/ss1000.txt") - 1)) sockets in $(python3 -c "print(f'{$t1 - $t0:.3f}')") s"
+    [ "$n" -ge 1000 ] || fail "ss showed $n established connections, want 1000" || return 1
+    ok "ss with 1,000 open connections"
 }
 
 run=("$@")

@@ -41,6 +41,51 @@ pub enum Command {
     /// of the TUN and show the local port the stack chose for each.
     #[command(after_help = CONNECT_EXAMPLES)]
     Connect(ConnectArgs),
+    /// Show a running stack's sockets, like 'ss -tan' (the kernel's ss cannot see them).
+    #[command(after_help = SS_EXAMPLES)]
+    Ss(SsArgs),
+}
+
+const SS_EXAMPLES: &str = "\
+Examples:
+  sudo portlab ss            connections (not listeners), like 'ss -t'
+  sudo portlab ss -l         listening sockets: Recv-Q is the accept queue, Send-Q the backlog
+  sudo portlab ss -a --json  everything, as JSON
+Run it in the same network namespace as the stack (or give --control PATH).";
+
+#[derive(Args, Debug)]
+pub struct SsArgs {
+    /// The stack's TUN device name (finds its control socket).
+    #[arg(long, default_value = DEFAULT_TUN, value_name = "NAME")]
+    pub tun: String,
+
+    /// The control socket's path (overrides --tun).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// Only listening sockets.
+    #[arg(short = 'l', long)]
+    pub listening: bool,
+
+    /// Listening and non-listening sockets.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+
+    /// TCP sockets (the default).
+    #[arg(short = 't', long)]
+    pub tcp: bool,
+
+    /// UDP sockets (this stack has none yet).
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+
+    /// Numeric output (always; accepted for ss habits).
+    #[arg(short = 'n', long)]
+    pub numeric: bool,
+
+    /// The whole table as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const CONNECT_EXAMPLES: &str = "\
@@ -112,6 +157,11 @@ pub struct DeviceArgs {
     /// the frame that caused them.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+
+    /// The control socket that 'portlab ss' asks [default:
+    /// /run/portlab/<tun>-<netns>.sock as root].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -315,6 +365,7 @@ impl DeviceArgs {
             },
             events,
             pcap,
+            control: self.control.clone(),
         })
     }
 }

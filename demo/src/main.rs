@@ -12,6 +12,7 @@ mod models;
 mod page;
 mod serve;
 mod signals;
+mod ss;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,6 +60,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 stack.addr(),
                 args.port
             );
+            log::info!(
+                "control socket: {} (portlab ss)",
+                stack.control_path().display()
+            );
             let grace = Duration::from_millis(args.grace_ms);
             let s2 = stack.clone();
             signals::on_stop(move |sig| {
@@ -77,6 +82,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             stack.shutdown(grace);
             result
         }
+        Command::Ss(args) => ss::run(&args),
         Command::Connect(args) => {
             let stack = Arc::new(Stack::start(args.stack_config()?)?);
             let s2 = stack.clone();

@@ -29,7 +29,6 @@ impl View<'_> {
     }
 
     pub fn json(&self) -> String {
-        let t = self.table;
         let mut o = String::from("{\"you\":{");
         let _ = write!(o, "\"id\":{},\"local\":", self.your_id);
         push_json_string(&mut o, &self.you.local.to_string());
@@ -37,68 +36,9 @@ impl View<'_> {
         push_json_string(&mut o, &self.you.remote.to_string());
         o.push_str("},\"model\":");
         push_json_string(&mut o, self.model);
-        let _ = write!(
-            o,
-            ",\"open_on_port\":{},\"listeners\":[",
-            self.open_on_port()
-        );
-        for (i, l) in t.listeners.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
-            }
-            let _ = write!(o, "{{\"id\":{},\"local\":", l.id.0);
-            push_json_string(&mut o, &l.local.to_string());
-            let _ = write!(
-                o,
-                ",\"reuse\":{},\"backlog\":{},\"syn_queue\":{},\"accept_queue\":{}}}",
-                l.reuse, l.backlog, l.syn_queue, l.accept_queue
-            );
-        }
-        o.push_str("],\"sockets\":[");
-        for (i, s) in t.sockets.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
-            }
-            let _ = write!(o, "{{\"id\":{},\"local\":", s.id.0);
-            push_json_string(&mut o, &s.quad.local.to_string());
-            o.push_str(",\"remote\":");
-            push_json_string(&mut o, &s.quad.remote.to_string());
-            o.push_str(",\"state\":");
-            push_json_string(&mut o, &s.state);
-            o.push_str(",\"owner\":");
-            push_json_string(&mut o, s.owner);
-            o.push_str(",\"accepted_by\":");
-            match &s.accepted_by {
-                Some(b) => push_json_string(&mut o, b),
-                None => o.push_str("null"),
-            }
-            o.push_str(",\"served_by\":");
-            match &s.served_by {
-                Some(b) => push_json_string(&mut o, b),
-                None => o.push_str("null"),
-            }
-            let _ = write!(
-                o,
-                ",\"recv_q\":{},\"send_q\":{}}}",
-                s.recv_queue, s.send_queue
-            );
-        }
-        let st = &t.stats;
-        let _ = write!(
-            o,
-            "],\"stats\":{{\"syns\":{},\"syns_dropped\":{},\"handshakes_held\":{},\
-             \"resets_sent\":{},\"sockets_created\":{},\"time_wait_reused\":{},\
-             \"packets_in\":{},\"packets_out\":{},\"packets_dropped\":{}}}}}",
-            st.syns,
-            st.syns_dropped,
-            st.handshakes_held,
-            st.resets_sent,
-            st.sockets_created,
-            st.time_wait_reused,
-            st.packets_in,
-            st.packets_out,
-            st.packets_dropped
-        );
+        let _ = write!(o, ",\"open_on_port\":{},", self.open_on_port());
+        self.table.json_fields(&mut o);
+        o.push('}');
         o
     }
 

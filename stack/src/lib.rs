@@ -12,13 +12,16 @@
 //! * [`timers`] — every connection's next deadline, in order;
 //! * [`engine`] — smoltcp as the TCP engine, one connection at a time;
 //! * [`netstack`] — the sans-IO core that ties them together;
+//! * [`table`] — the connection table, as `ss` would show it;
 //! * [`event`] — the typed event log and its two renderings;
 //! * [`pcap`] — packet capture for Wireshark;
 //! * [`device`] — the TUN device and its configuration;
+//! * [`control`] — the control socket that `portlab ss` asks;
 //! * [`runtime`] — the thread that owns the device, the clock and the core;
 //! * [`net`] — the std::net-like blocking API: `Stack`, `TcpListener`, `TcpStream`.
 
 pub mod config;
+pub mod control;
 pub mod demux;
 pub mod device;
 pub mod engine;
@@ -31,6 +34,7 @@ pub mod ports;
 pub mod quad;
 pub mod runtime;
 pub mod segment;
+pub mod table;
 pub mod timers;
 pub mod timewait;
 

@@ -32,6 +32,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::{DeviceConfig, NetConfig};
+use crate::control::ControlServer;
 use crate::device::{DeviceError, TunDevice};
 use crate::event::Event;
 use crate::netstack::{NetStack, Ready, Table};
@@ -47,6 +48,8 @@ pub struct StackConfig {
     pub events: Option<Box<dyn Write + Send>>,
     /// Where the packet capture (pcap) goes, if anywhere.
     pub pcap: Option<Box<dyn Write + Send>>,
+    /// The control socket's path (`None`: the default, see `control`).
+    pub control: Option<std::path::PathBuf>,
 }
 
 /// The default lab prefix: unlikely to clash with home or office networks.
@@ -70,6 +73,7 @@ impl Default for StackConfig {
             },
             events: None,
             pcap: None,
+            control: None,
         }
     }
 }
@@ -113,6 +117,8 @@ impl std::error::Error for StartError {}
 pub struct Stack {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    control: Mutex<Option<ControlServer>>,
+    control_path: std::path::PathBuf,
     device_name: String,
     addr: Ipv4Addr,
     host_addr: Ipv4Addr,
@@ -147,6 +153,16 @@ impl Stack {
         );
         let shared = Arc::new(Shared::new(net, clock).map_err(StartError::Io)?);
         let sink = EventSink::new(config.events, pcap);
+        let control_path = config
+            .control
+            .clone()
+            .unwrap_or_else(|| crate::control::default_path(&device_name));
+        let control = ControlServer::start(&control_path, shared.clone()).map_err(|e| {
+            StartError::Io(io::Error::new(
+                e.kind(),
+                format!("control socket {}: {e}", control_path.display()),
+            ))
+        })?;
         let s2 = shared.clone();
         let thread = std::thread::Builder::new()
             .name("portlab-runtime".into())
@@ -155,6 +171,8 @@ impl Stack {
         Ok(Stack {
             shared,
             thread: Mutex::new(Some(thread)),
+            control: Mutex::new(Some(control)),
+            control_path,
             device_name,
             addr,
             host_addr,
@@ -174,6 +192,11 @@ impl Stack {
     /// The kernel side's address on the device.
     pub fn host_addr(&self) -> Ipv4Addr {
         self.host_addr
+    }
+
+    /// Where `portlab ss` reaches this stack.
+    pub fn control_path(&self) -> &std::path::Path {
+        &self.control_path
     }
 
     /// Opens a listening socket on `port`. A second listen on the same port
@@ -281,6 +304,9 @@ impl Stack {
     /// to finish closing, then resets; the event log is flushed and the TUN
     /// device removed. Blocked calls return errors.
     pub fn shutdown(&self, grace: Duration) {
+        // The control socket goes first: nothing left on disk.
+        let control = self.control.lock().ok().and_then(|mut c| c.take());
+        drop(control);
         self.shared.shutdown(grace);
         let handle = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(h) = handle {

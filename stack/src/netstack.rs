@@ -64,60 +64,7 @@ pub enum Ready {
 
 pub use crate::listener::ListenError;
 
-/// Counters, for the connection table and the closing note of a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub packets_in: u64,
-    pub packets_out: u64,
-    pub syns: u64,
-    pub syns_dropped: u64,
-    pub handshakes_held: u64,
-    pub resets_sent: u64,
-    pub packets_dropped: u64,
-    pub fragments_dropped: u64,
-    pub sockets_created: u64,
-    pub time_wait_reused: u64,
-}
-
-/// One row of the connection table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketInfo {
-    pub id: SocketId,
-    pub quad: Quad,
-    /// TCP state, as smoltcp names it (`ESTABLISHED`, `TIME-WAIT`, …).
-    pub state: String,
-    /// Where it is: `syn queue`, `accept queue`, `application`, `closing`, `time-wait`.
-    pub owner: &'static str,
-    /// The thread that accepted it, when the application named one.
-    pub accepted_by: Option<String>,
-    /// The thread (or worker) serving it, when the application said so;
-    /// otherwise the accepting thread.
-    pub served_by: Option<String>,
-    /// Bytes waiting to be read / to be acknowledged.
-    pub recv_queue: usize,
-    pub send_queue: usize,
-}
-
-/// A listener's row: its queues, as `ss -ltn` shows them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerInfo {
-    /// The listening socket's id.
-    pub id: SocketId,
-    /// Whether it is a member of a reuse-port group.
-    pub reuse: bool,
-    pub local: SocketAddr,
-    pub backlog: usize,
-    pub syn_queue: usize,
-    pub accept_queue: usize,
-}
-
-/// A snapshot of every socket: the live connection table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Table {
-    pub listeners: Vec<ListenerInfo>,
-    pub sockets: Vec<SocketInfo>,
-    pub stats: Stats,
-}
+pub use crate::table::{ListenerInfo, SocketInfo, Stats, Table};
 
 /// Who holds a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
