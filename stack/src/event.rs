@@ -294,7 +294,7 @@ impl Event {
         }
     }
 
-    fn id(&self) -> Option<SocketId> {
+    pub fn id(&self) -> Option<SocketId> {
         match self {
             Event::HandshakeHeld { id, .. }
             | Event::Listen { id, .. }
@@ -310,7 +310,7 @@ impl Event {
         }
     }
 
-    fn quad(&self) -> Option<Quad> {
+    pub fn quad(&self) -> Option<Quad> {
         match self {
             Event::Syn { quad, .. }
             | Event::SynDropped { quad, .. }

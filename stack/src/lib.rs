@@ -14,6 +14,7 @@
 //! * [`netstack`] — the sans-IO core that ties them together;
 //! * [`table`] — the connection table, as `ss` would show it;
 //! * [`event`] — the typed event log and its two renderings;
+//! * [`story`] — each connection's story: its events, handshake and teardown;
 //! * [`pcap`] — packet capture for Wireshark;
 //! * [`device`] — the TUN device and its configuration;
 //! * [`control`] — the control socket that `portlab ss` asks;
@@ -34,6 +35,7 @@ pub mod ports;
 pub mod quad;
 pub mod runtime;
 pub mod segment;
+pub mod story;
 pub mod table;
 pub mod timers;
 pub mod timewait;

@@ -52,6 +52,7 @@ use crate::listener::{Listener, Listeners};
 use crate::ports::{PortChooser, Purpose, Rejection};
 use crate::quad::{Quad, SocketId};
 use crate::segment::{self, Inbound, Segment};
+use crate::story::{Stories, Story};
 use crate::timers::Timers;
 use crate::timewait::{self, TimeWait};
 
@@ -138,6 +139,7 @@ pub struct NetStack {
     current_frame: Option<u64>,
     /// When capturing: every packet in and out, in processing order.
     capture: Option<Vec<Captured>>,
+    stories: Stories,
 }
 
 /// A packet for the capture file.
@@ -160,6 +162,7 @@ impl NetStack {
             frames: 0,
             current_frame: None,
             capture: None,
+            stories: Stories::default(),
             cfg,
             engine,
             conns: HashMap::new(),
@@ -185,8 +188,29 @@ impl NetStack {
     /// Records an event (subject to rate limiting), naming the frame being
     /// processed when a capture is on.
     pub fn emit(&mut self, now: Instant, event: Event) {
+        if let Some(id) = event.id() {
+            let record = Record {
+                ts: now,
+                event,
+                frame: self.current_frame,
+            };
+            self.stories
+                .event(id, now, record.event.kind(), record.human());
+            let closed = matches!(record.event, Event::Closed { .. });
+            self.limiter
+                .admit(now, record.frame, record.event, &mut self.records);
+            if closed {
+                self.stories.finish(id);
+            }
+            return;
+        }
         self.limiter
             .admit(now, self.current_frame, event, &mut self.records);
+    }
+
+    /// The story of socket `id`: live, or among the recently closed.
+    pub fn story(&self, id: SocketId) -> Option<&Story> {
+        self.stories.get(id)
     }
 
     /// Starts keeping every packet for a capture file (see
@@ -406,6 +430,7 @@ impl NetStack {
         if let Some(l) = self.listeners.get_mut(listener_id) {
             l.syn_queue.insert(id);
         }
+        self.stories.begin(id, quad);
         self.stats.sockets_created += 1;
         self.emit(
             now,
@@ -420,6 +445,7 @@ impl NetStack {
 
     /// A segment for a live connection.
     fn deliver(&mut self, now: Instant, id: SocketId, seg: &Segment, packet: &[u8]) {
+        self.stories.segment(id, now, true, seg);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -562,6 +588,16 @@ impl NetStack {
             });
         for packet in out.drain(..) {
             let flags = segment::outbound(&packet);
+            if let Some(id) = id
+                && flags.is_some_and(|f| f.syn || f.fin || f.rst || self.stories.wants_outbound(id))
+                && let Some(dst) = packet.get(16..20)
+                && let Inbound::Tcp(seg) = segment::classify(
+                    &packet,
+                    std::net::Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]),
+                )
+            {
+                self.stories.segment(id, now, false, &seg);
+            }
             if closing
                 && flags.is_some_and(|f| !f.rst && !f.syn)
                 && let Some(c) = id.and_then(|id| self.conns.get_mut(&id))
@@ -1059,6 +1095,7 @@ impl NetStack {
             },
         );
         self.stats.sockets_created += 1;
+        self.stories.begin(id, quad);
         self.emit(now, choice_event);
         self.emit(
             now,

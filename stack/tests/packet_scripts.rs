@@ -875,3 +875,53 @@ fn captured_frames_are_numbered_in_order_and_events_name_them() {
     assert_eq!(frame_of("syn"), Some(3));
     assert_eq!(frame_of("socket_created"), Some(3));
 }
+
+// ----- stories ------------------------------------------------------------------
+
+#[test]
+fn a_story_keeps_the_handshake_and_the_teardown() {
+    let (mut lab, mut c, id) = accepted(45500);
+    lab.send(c.data(b"hello"));
+    lab.settle();
+    let mut buf = [0u8; 8];
+    lab.stack.recv(lab.now, id, &mut buf).unwrap();
+    while lab.recv().is_some() {}
+    lab.stack.close(lab.now, id);
+    c.ack = lab.expect().seq.wrapping_add(1);
+    lab.send(c.fin());
+    lab.settle();
+    let story = lab.stack.story(id).expect("a story").clone();
+    let flow: Vec<(bool, String)> = story
+        .segments
+        .iter()
+        .map(|s| (s.inbound, s.flags()))
+        .collect();
+    let want = [
+        (true, "SYN"),
+        (false, "SYN-ACK"),
+        (true, "ACK"),
+        (false, "FIN-ACK"),
+        (true, "FIN-ACK"),
+        (false, "ACK"),
+    ];
+    assert_eq!(
+        flow,
+        want.iter()
+            .map(|(d, f)| (*d, f.to_string()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(story.data_in, 1, "the request is counted, not kept");
+    let (client_isn, stack_isn) = story.isns();
+    assert_eq!(client_isn, Some(c.isn));
+    assert_eq!(story.segments[1].seq, stack_isn.unwrap());
+    assert_eq!(story.segments[0].options.mss, None);
+    assert!(
+        story.finished,
+        "the socket is gone (TIME-WAIT is a record now)"
+    );
+    let kinds: Vec<&str> = story.events.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert!(
+        kinds.contains(&"socket_created") && kinds.contains(&"closed"),
+        "{kinds:?}"
+    );
+}
