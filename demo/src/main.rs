@@ -13,6 +13,7 @@ mod page;
 mod serve;
 mod signals;
 mod ss;
+mod story_page;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -54,7 +54,8 @@ impl View<'_> {
              <title>portlab: you are {remote}</title><style>{CSS}</style></head><body>\
              <h1>One port, many connections</h1>\
              <p class=\"you\" id=\"you\">You are <b>{remote}</b> talking to <b>{local}</b> \
-             &mdash; one of <b id=\"count\">{n}</b> connection{s} on port {port} right now.</p>\
+             &mdash; one of <b id=\"count\">{n}</b> <span id=\"noun\">connection{s}</span> on port {port} \
+             right now.</p>\
              <p>Your browser (its kernel, really) picked source port <b>{rport}</b> for this \
              connection. The stack listens on port {port} with <em>one</em> listening socket; \
              when your SYN arrived it created a new socket (<b>#{id}</b>) just for the 4-tuple \
@@ -70,7 +71,7 @@ impl View<'_> {
             model = html_escape(self.model),
         );
         h.push_str(
-            "<h2>Listening sockets</h2><table><tr><th>socket</th><th>local</th>\
+            "<h2>Listening sockets</h2><table id=\"listeners\"><tr><th>socket</th><th>local</th>\
              <th>SYN queue</th><th>accept queue</th><th>backlog</th></tr>",
         );
         for l in &self.table.listeners {
@@ -93,41 +94,74 @@ impl View<'_> {
             let mine = s.quad == *you;
             let _ = write!(
                 h,
-                "<tr{}><td>#{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr{}><td><a href=\"/story/{id}\">#{id}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td></tr>",
                 if mine { " class=\"mine\"" } else { "" },
-                s.id.0,
                 s.quad.local,
                 s.quad.remote,
                 s.state,
                 s.owner,
                 html_escape(s.served_by.as_deref().unwrap_or("")),
+                id = s.id.0,
             );
         }
         let st = &self.table.stats;
         let _ = writeln!(
             h,
-            "</table><p class=\"stats\">SYNs seen {}, dropped {}, handshakes held {}, resets sent {}, \
-             sockets created {}, TIME-WAIT reused {}.</p>\
-             <p>The same table as JSON: <a href=\"/connections.json\">/connections.json</a>.</p>\
-             </body></html>",
+            "</table><p class=\"stats\" id=\"stats\">SYNs seen {}, dropped {}, handshakes held {}, \
+             resets sent {}, sockets created {}, TIME-WAIT reused {}.</p>\
+             <p>The page updates itself every second. Each socket links to its story: a diagram of \
+             its handshake and teardown, and its events. The same table as JSON: \
+             <a href=\"/connections.json\">/connections.json</a>.</p>\
+             <script>const MINE = {mine};\n{LIVE_JS}</script></body></html>",
             st.syns,
             st.syns_dropped,
             st.handshakes_held,
             st.resets_sent,
             st.sockets_created,
-            st.time_wait_reused
+            st.time_wait_reused,
+            mine = self.your_id,
         );
         h
     }
 }
 
-const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:60em;color:#222}\
+/// Keeps the page live: fetches the table every second and redraws it, no
+/// reload, no external scripts (the lab has no internet).
+const LIVE_JS: &str = r#"
+const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
+let last = null;
+async function refresh() {
+  try {
+    const r = await fetch('/connections.json', {cache: 'no-store'});
+    const d = await r.json();
+    const port = d.you.local.split(':').pop();
+    const open = d.sockets.filter(s => s.local.endsWith(':' + port) && s.owner !== 'time-wait' && s.owner !== 'closing').length;
+    document.getElementById('count').textContent = open;
+    document.getElementById('noun').textContent = open === 1 ? 'connection' : 'connections';
+    let rows = '<tr><th>socket</th><th>local</th><th>SYN queue</th><th>accept queue</th><th>backlog</th></tr>';
+    for (const l of d.listeners) rows += `<tr><td>#${l.id}${l.reuse ? ' (reuse-port)' : ''}</td><td>${esc(l.local)}</td><td>${l.syn_queue}</td><td>${l.accept_queue}</td><td>${l.backlog}</td></tr>`;
+    document.getElementById('listeners').innerHTML = rows;
+    rows = '<tr><th>socket</th><th>local</th><th>remote</th><th>state</th><th>held by</th><th>served by</th></tr>';
+    for (const s of d.sockets) rows += `<tr${s.id === MINE ? ' class="mine"' : ''}><td><a href="/story/${s.id}">#${s.id}</a></td><td>${esc(s.local)}</td><td>${esc(s.remote)}</td><td>${esc(s.state)}</td><td>${esc(s.owner)}</td><td>${esc(s.served_by)}</td></tr>`;
+    document.getElementById('sockets').innerHTML = rows;
+    const st = d.stats, now = Date.now();
+    let rate = '';
+    if (last) rate = `, ${((st.sockets_created - last.n) * 1000 / (now - last.t)).toFixed(1)} new connections/s`;
+    last = {n: st.sockets_created, t: now};
+    document.getElementById('stats').textContent = `SYNs seen ${st.syns}, dropped ${st.syns_dropped}, handshakes held ${st.handshakes_held}, resets sent ${st.resets_sent}, sockets created ${st.sockets_created}, TIME-WAIT reused ${st.time_wait_reused}${rate}.`;
+  } catch (e) { /* the stack stopped, or a request failed: try again */ }
+}
+setInterval(refresh, 1000);
+"#;
+
+pub const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:60em;color:#222}\
     .you{font-size:1.3em;background:#eef6ff;padding:.6em;border-left:4px solid #2a6fdb}\
     table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.2em .6em;\
     font-family:ui-monospace,monospace;font-size:.9em}tr.mine{background:#fff3b0;font-weight:bold}\
     .stats{color:#555}";
 
-fn html_escape(s: &str) -> String {
+pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -186,8 +220,10 @@ mod tests {
         };
         let html = v.html();
         assert!(html.contains("You are <b>10.203.80.1:51234</b> talking to <b>10.203.80.2:80</b>"));
-        assert!(html.contains("one of <b id=\"count\">2</b> connections on port 80"));
-        assert!(html.contains("<tr class=\"mine\"><td>#1</td>"));
+        assert!(html.contains(
+            "one of <b id=\"count\">2</b> <span id=\"noun\">connections</span> on port 80"
+        ));
+        assert!(html.contains("<tr class=\"mine\"><td><a href=\"/story/1\">#1</a></td>"));
         assert!(html.contains("conn-&lt;1&gt;"), "names are escaped");
         let json = v.json();
         assert!(json.starts_with(

@@ -177,6 +177,25 @@ fn route(stack: &Stack, model: &str, stream: &TcpStream, req: &Request) -> Respo
                 Response::new(200, "OK", "application/json", view.json().into_bytes())
             }
         }
+        p if p.starts_with("/story/") => {
+            let story = p["/story/".len()..]
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| stack.story(portlab::SocketId(id)));
+            match story {
+                Some(s) => Response::new(
+                    200,
+                    "OK",
+                    "text/html; charset=utf-8",
+                    crate::story_page::html(&s).into_bytes(),
+                ),
+                None => Response::text(
+                    404,
+                    "Not Found",
+                    "no such socket (or its story was forgotten)\n",
+                ),
+            }
+        }
         _ => Response::text(404, "Not Found", "not found\n"),
     }
 }

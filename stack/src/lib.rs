@@ -41,6 +41,11 @@ pub mod timers;
 pub mod timewait;
 
 pub use config::{NetConfig, Overflow};
+
+/// The stack's time types (smoltcp's): instants are Unix time in microseconds.
+pub mod time {
+    pub use smoltcp::time::{Duration, Instant};
+}
 pub use event::{Event, Record};
 pub use netstack::NetStack;
 pub use quad::{Quad, SocketId};

@@ -288,6 +288,11 @@ impl Stack {
         }
     }
 
+    /// The story of socket `id` (live or recently closed).
+    pub fn story(&self, id: SocketId) -> Option<crate::story::Story> {
+        self.shared.lock().net.story(id).cloned()
+    }
+
     /// A snapshot of every listener and socket.
     pub fn table(&self) -> Table {
         self.shared.lock().net.table()

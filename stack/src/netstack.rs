@@ -588,15 +588,8 @@ impl NetStack {
             });
         for packet in out.drain(..) {
             let flags = segment::outbound(&packet);
-            if let Some(id) = id
-                && flags.is_some_and(|f| f.syn || f.fin || f.rst || self.stories.wants_outbound(id))
-                && let Some(dst) = packet.get(16..20)
-                && let Inbound::Tcp(seg) = segment::classify(
-                    &packet,
-                    std::net::Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]),
-                )
-            {
-                self.stories.segment(id, now, false, &seg);
+            if let Some(id) = id {
+                self.note_outbound(now, id, &packet, flags);
             }
             if closing
                 && flags.is_some_and(|f| !f.rst && !f.syn)
@@ -622,6 +615,31 @@ impl NetStack {
             }
         }
         self.out = out;
+    }
+
+    /// Adds an outgoing segment to the connection's story: parsed when the
+    /// story keeps it (SYN, FIN, RST, handshake, teardown), else counted.
+    fn note_outbound(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        packet: &[u8],
+        flags: Option<segment::Outbound>,
+    ) {
+        let keep =
+            flags.is_some_and(|f| f.syn || f.fin || f.rst) || self.stories.wants_outbound(id);
+        if !keep {
+            self.stories.count_outbound(id);
+            return;
+        }
+        if let Some(dst) = packet.get(16..20)
+            && let Inbound::Tcp(seg) = segment::classify(
+                packet,
+                std::net::Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]),
+            )
+        {
+            self.stories.segment(id, now, false, &seg);
+        }
     }
 
     /// Reports a change of TCP state and moves the connection along its life.

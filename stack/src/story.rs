@@ -185,6 +185,13 @@ impl Stories {
             .is_some_and(|s| !s.handshake_done || s.fin_seen)
     }
 
+    /// Counts an outbound data segment that was not parsed.
+    pub fn count_outbound(&mut self, id: SocketId) {
+        if let Some(s) = self.live.get_mut(&id) {
+            s.data_out += 1;
+        }
+    }
+
     pub fn event(&mut self, id: SocketId, ts: Instant, kind: &str, line: String) {
         let story = match self.live.get_mut(&id) {
             Some(s) => Some(s),
