@@ -13,7 +13,7 @@ URL="http://$ADDR/"
 TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill connect_20 shared_local_port
        model_thread_per_connection model_one_at_a_time model_single model_workers model_reuseport model_event_loop
        backlog_overflow_drop backlog_overflow_rst pcap
-       ss_listener_queues ss_thousand)
+       ss_listener_queues ss_thousand browser_page browser_parallel)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -508,6 +508,51 @@ PY
     echo "    portlab ss -a listed $(($(wc -l <"$LAB_TMP/ss1000.txt") - 1)) sockets in $(python3 -c "print(f'{$t1 - $t0:.3f}')") s"
     [ "$n" -ge 1000 ] || fail "ss showed $n established connections, want 1000" || return 1
     ok "ss with 1,000 open connections"
+}
+
+# chromium_in_ns ARGS...: Debian's chromium, headless, in the test namespace.
+chromium_in_ns() {
+    local bin
+    bin=$(command -v chromium || command -v chromium-browser) || { fail "chromium is missing: apt-get install chromium"; return 1; }
+    in_ns timeout 90 "$bin" --headless --no-sandbox --disable-gpu --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync --disable-quic \
+        --user-data-dir="$(mktemp -d "$LAB_TMP/chromium.XXXXXX")" --hide-scrollbars "$@" 2>/dev/null
+}
+
+test_browser_page() {
+    setup browser_page
+    chromium_in_ns --window-size=1000,800 --screenshot="$LAB_TMP/page.png" "$URL" >/dev/null || return 1
+    chromium_in_ns --dump-dom "$URL" >"$LAB_TMP/dom.html" || return 1
+    local shot port
+    shot=$(python3 "$PORTLAB_ROOT/scripts/lib/png_check.py" "$LAB_TMP/page.png") \
+        || fail "the screenshot is blank ($shot)" || return 1
+    port=$(grep -o 'You are <b>10\.203\.80\.1:[0-9]*</b>' "$LAB_TMP/dom.html" | grep -o '[0-9]*</b>' | tr -dc 0-9)
+    [ -n "$port" ] || fail "the DOM does not name the browser's 4-tuple" || return 1
+    events "$EV" ports syn | grep -qx "$port" || fail "no SYN event from the browser's port $port" || return 1
+    echo "    screenshot: $shot; the page says 'You are 10.203.80.1:$port', and a SYN from port $port is in the events"
+    ok "headless Chromium sees its own 4-tuple through the TUN"
+}
+
+test_browser_parallel() {
+    setup browser_parallel
+    chromium_in_ns --virtual-time-budget=5000 --dump-dom "http://$ADDR/parallel" >/dev/null || return 1
+    python3 - "$EV" <<'PY' || { fail "the browser's parallel connections were not seen"; return 1; }
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1])]
+listens = [e for e in events if e["event"] == "listen"]
+created = [e for e in events if e["event"] == "socket_created"]
+ports = {e["remote"] for e in created}
+open_now, peak = set(), 0
+for e in events:
+    if e["event"] == "state" and e["to"] == "ESTABLISHED":
+        open_now.add(e["id"])
+        peak = max(peak, len(open_now))
+    elif e["event"] == "closed" or (e["event"] == "state" and e["to"] in ("CLOSE-WAIT", "FIN-WAIT-1")):
+        open_now.discard(e["id"])
+print(f"    {len(created)} connections from {len(ports)} distinct client ports; up to {peak} open at once; {len(listens)} listener")
+assert len(listens) == 1 and len(ports) >= 4 and peak >= 3
+PY
+    ok "one page, several connections at once: distinct 4-tuples on one listener"
 }
 
 run=("$@")

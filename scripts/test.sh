@@ -3,7 +3,8 @@
 # needed), then the namespace integration suite (real curl against the stack
 # on a TUN device, inside network namespaces; needs root).
 #
-# As root on Debian it installs what it needs (curl, iproute2, python3, tshark).
+# As root on Debian it installs what it needs (curl, iproute2, python3, tshark,
+# chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v python3 >/dev/null || missing+=(python3)
 command -v tshark >/dev/null || missing+=(tshark)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     if is_root && command -v apt-get >/dev/null; then
         echo "== installing ${missing[*]}"

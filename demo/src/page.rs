@@ -126,6 +126,38 @@ impl View<'_> {
     }
 }
 
+/// `/parallel`: six frames loaded at once. HTTP/1.1 carries one request at a
+/// time per connection and each frame's answer is slow (`/you?delay=…`), so
+/// the browser opens several connections to the same port: several client
+/// ports, several sockets, one listener.
+pub fn parallel_html() -> String {
+    let mut h = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>portlab: six frames at once</title><style>{CSS}\
+         iframe{{width:30em;height:3.2em;border:1px solid #ccc;display:block;margin:.3em 0}}</style>\
+         </head><body><h1>Six frames, loaded at once</h1>\
+         <p>Each frame below is a separate request, answered after a short delay. One HTTP/1.1 \
+         connection carries one request at a time, so your browser opens several connections to \
+         port 80 at the same moment &mdash; each from its own client port, each its own socket \
+         on the stack, all through one listening socket. Each frame says which 4-tuple it came \
+         over. <a href=\"/\">The connection table</a> shows them.</p>"
+    );
+    for i in 1..=6 {
+        let _ = write!(h, "<iframe src=\"/you?delay=600&amp;frame={i}\"></iframe>");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// `/you`: a one-line page naming the connection it came over.
+pub fn you_html(you: Quad, id: u64) -> String {
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><style>{CSS}\
+         body{{margin:.3em}}</style></head><body><code>{} &rarr; {}</code> socket #{id}</body></html>\n",
+        you.remote, you.local
+    )
+}
+
 /// Keeps the page live: fetches the table every second and redraws it, no
 /// reload, no external scripts (the lab has no internet).
 const LIVE_JS: &str = r#"

@@ -65,6 +65,9 @@ pub fn serve_connection(server: &Server, stream: TcpStream) {
             }
             Err(ReadError::Io) => return,
         };
+        if let Some(d) = requested_delay(&req) {
+            std::thread::sleep(d);
+        }
         let bytes = respond(server, &stream, &req);
         if !req.keep_alive {
             // The response's last segment is followed at once by our FIN:
@@ -152,6 +155,21 @@ pub fn respond(server: &Server, stream: &TcpStream, req: &Request) -> Vec<u8> {
     route(&server.stack, server.model, stream, req).to_bytes(req.keep_alive, req.method == "HEAD")
 }
 
+/// How long `/you?delay=MS` asks to wait before answering (at most 2 s):
+/// a slow resource makes a browser open parallel connections.
+pub fn requested_delay(req: &Request) -> Option<Duration> {
+    let (path, query) = req.target.split_once('?')?;
+    if path != "/you" {
+        return None;
+    }
+    let ms = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("delay="))?
+        .parse::<u64>()
+        .ok()?;
+    Some(Duration::from_millis(ms.min(2000)))
+}
+
 fn route(stack: &Stack, model: &str, stream: &TcpStream, req: &Request) -> Response {
     if req.method != "GET" && req.method != "HEAD" {
         return Response::text(405, "Method Not Allowed", "only GET and HEAD are served\n");
@@ -177,6 +195,18 @@ fn route(stack: &Stack, model: &str, stream: &TcpStream, req: &Request) -> Respo
                 Response::new(200, "OK", "application/json", view.json().into_bytes())
             }
         }
+        "/parallel" => Response::new(
+            200,
+            "OK",
+            "text/html; charset=utf-8",
+            crate::page::parallel_html().into_bytes(),
+        ),
+        "/you" => Response::new(
+            200,
+            "OK",
+            "text/html; charset=utf-8",
+            crate::page::you_html(stream.quad(), stream.id().0).into_bytes(),
+        ),
         p if p.starts_with("/story/") => {
             let story = p["/story/".len()..]
                 .parse::<u64>()
