@@ -13,7 +13,7 @@ URL="http://$ADDR/"
 TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill connect_20 shared_local_port
        model_thread_per_connection model_one_at_a_time model_single model_workers model_reuseport model_event_loop
        backlog_overflow_drop backlog_overflow_rst pcap
-       ss_listener_queues ss_thousand browser_page browser_parallel)
+       ss_listener_queues ss_thousand browser_page browser_parallel terminal_output)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -553,6 +553,35 @@ print(f"    {len(created)} connections from {len(ports)} distinct client ports; 
 assert len(listens) == 1 and len(ports) >= 4 and peak >= 3
 PY
     ok "one page, several connections at once: distinct 4-tuples on one listener"
+}
+
+test_terminal_output() {
+    NS="pl-it-$$-terminal_output"
+    lab_ns "$NS"
+    command -v script >/dev/null || { fail "script (util-linux) is missing"; return 1; }
+    local esc=$'\e['
+    # On a terminal (script gives it one): coloured; NO_COLOR or a pipe: plain.
+    timeout 3 script -qfc "ip netns exec $NS $PORTLAB_BIN serve --tun tty0" "$LAB_TMP/tty.log" >/dev/null 2>&1
+    NO_COLOR=1 timeout 3 script -qfc "ip netns exec $NS $PORTLAB_BIN serve --tun tty1" "$LAB_TMP/nocolor.log" >/dev/null 2>&1
+    timeout 3 ip netns exec "$NS" "$PORTLAB_BIN" serve --tun tty2 2>"$LAB_TMP/piped.log"
+    grep -qF "${esc}36mlisten" "$LAB_TMP/tty.log" || fail "no colour on a terminal" || return 1
+    grep -q "listen" "$LAB_TMP/nocolor.log" || fail "NO_COLOR run logged nothing" || return 1
+    grep -qF "$esc" "$LAB_TMP/nocolor.log" && { fail "colour despite NO_COLOR"; return 1; }
+    grep -qF "$esc" "$LAB_TMP/piped.log" && { fail "colour in a pipe"; return 1; }
+    # A closed pipe is a clean exit.
+    ip netns exec "$NS" "$PORTLAB_BIN" --log-level warn serve --tun tty3 >/dev/null 2>&1 &
+    LAB_PIDS+=($!)
+    local i rc
+    for i in $(seq 50); do
+        ip netns exec "$NS" "$PORTLAB_BIN" ss --tun tty3 -l >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    # The reader is gone before ss writes (it first asks the stack).
+    ip netns exec "$NS" "$PORTLAB_BIN" ss --tun tty3 -a 2>"$LAB_TMP/pipe.err" | true
+    rc=${PIPESTATUS[0]}
+    [ "$rc" = 0 ] || fail "portlab ss into a closed pipe exited with $rc: $(cat "$LAB_TMP/pipe.err")" || return 1
+    [ ! -s "$LAB_TMP/pipe.err" ] || fail "portlab ss complained: $(cat "$LAB_TMP/pipe.err")" || return 1
+    ok "coloured on a terminal, plain with NO_COLOR and in a pipe; a closed pipe is a clean exit"
 }
 
 run=("$@")

@@ -6,6 +6,7 @@
 //! story: a client's port is its stack's choice, and only the 4-tuple has to
 //! be unique.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
@@ -80,7 +81,7 @@ pub fn run(args: &ConnectArgs, stack: Arc<Stack>) -> Result<(), Box<dyn std::err
         }
     }
     let outcomes: Vec<Outcome> = threads.into_iter().filter_map(|t| t.join().ok()).collect();
-    println!("{:<6} {:<22} {:<22} result", "conn", "local", "remote");
+    let mut report = format!("{:<6} {:<22} {:<22} result\n", "conn", "local", "remote");
     let mut ok = 0;
     let mut ports = std::collections::BTreeSet::new();
     for (i, o) in outcomes.iter().enumerate() {
@@ -89,12 +90,27 @@ pub fn run(args: &ConnectArgs, stack: Arc<Stack>) -> Result<(), Box<dyn std::err
                 ok += 1;
                 ports.insert(*port);
                 let local = SocketAddr::from((stack.addr(), *port));
-                println!("{:<6} {:<22} {:<22} {status}", i + 1, local, o.target);
+                let _ = writeln!(
+                    report,
+                    "{:<6} {:<22} {:<22} {status}",
+                    i + 1,
+                    local,
+                    o.target
+                );
             }
-            Err(e) => println!("{:<6} {:<22} {:<22} failed: {e}", i + 1, "-", o.target),
+            Err(e) => {
+                let _ = writeln!(
+                    report,
+                    "{:<6} {:<22} {:<22} failed: {e}",
+                    i + 1,
+                    "-",
+                    o.target
+                );
+            }
         }
     }
-    println!(
+    let _ = writeln!(
+        report,
         "{ok} of {total} connections succeeded, from {} distinct local port(s), algorithm {}",
         ports.len(),
         if args.local_port.is_some() {
@@ -103,6 +119,7 @@ pub fn run(args: &ConnectArgs, stack: Arc<Stack>) -> Result<(), Box<dyn std::err
             args.algorithm.algorithm().as_str()
         }
     );
+    crate::output::stdout(&report)?;
     if ok == total {
         Ok(())
     } else {

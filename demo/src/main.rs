@@ -9,6 +9,7 @@ mod connect;
 mod event_loop;
 mod http;
 mod models;
+mod output;
 mod page;
 mod serve;
 mod signals;
@@ -40,12 +41,53 @@ fn main() -> ExitCode {
     }
 }
 
+/// The human log on standard error: coloured on a terminal (event names by
+/// kind: new connections, trouble, endings), plain when redirected or with
+/// `NO_COLOR` set.
 fn init_logging(level: Option<&str>) {
+    use std::io::Write;
     let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     if let Some(l) = level {
         b.parse_filters(l);
     }
-    b.format_target(false).init();
+    b.format(|buf, record| {
+        let level = buf.default_level_style(record.level());
+        let msg = record.args().to_string();
+        let (kind, rest) = msg.split_once(' ').unwrap_or((&msg, ""));
+        let style = if level == env_logger::fmt::style::Style::new() {
+            level // colours are off
+        } else {
+            event_style(kind)
+        };
+        writeln!(
+            buf,
+            "{} {level}{:<5}{level:#} {style}{kind}{style:#} {rest}",
+            buf.timestamp_millis(),
+            record.level()
+        )
+    })
+    .init();
+}
+
+/// The colour of an event name in the human log.
+fn event_style(kind: &str) -> env_logger::fmt::style::Style {
+    use env_logger::fmt::style::{AnsiColor, Effects, Style};
+    match kind {
+        "syn" | "socket_created" | "accepted" | "listen" | "port_chosen" => {
+            AnsiColor::Cyan.on_default()
+        }
+        "rst_sent" | "syn_dropped" | "listen_failed" | "http_bad_request" => {
+            AnsiColor::Red.on_default()
+        }
+        "handshake_held" | "packet_dropped" | "suppressed" | "http_header_timeout" => {
+            AnsiColor::Yellow.on_default()
+        }
+        "state" => AnsiColor::Blue.on_default(),
+        "closed" | "time_wait_expired" | "time_wait_reused" | "listen_closed" => {
+            Style::new().effects(Effects::DIMMED)
+        }
+        _ => Style::new(),
+    }
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {

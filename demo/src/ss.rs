@@ -105,7 +105,7 @@ pub fn run(args: &SsArgs) -> Result<(), Box<dyn std::error::Error>> {
         .clone()
         .unwrap_or_else(|| control::default_path(&args.tun));
     if args.json {
-        print!("{}", control::request(&path, "sockets json")?);
+        crate::output::stdout(&control::request(&path, "sockets json")?)?;
         return Ok(());
     }
     let rows = parse(&control::request(&path, "sockets tsv")?);
@@ -114,7 +114,7 @@ pub fn run(args: &SsArgs) -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .filter(|r| tcp && (args.all || r.listening == args.listening))
         .collect();
-    print!("{}", format(&shown));
+    crate::output::stdout(&format(&shown))?;
     Ok(())
 }
 

@@ -22,7 +22,18 @@ require_root() {
 }
 
 lab_cleanup() {
-    local pid ns
+    local pid ns i
+    # A clean stop first (portlab removes its control socket), then force.
+    for pid in "${LAB_PIDS[@]}"; do
+        kill -INT "$pid" 2>/dev/null
+    done
+    for i in $(seq 40); do
+        for pid in "${LAB_PIDS[@]}"; do
+            kill -0 "$pid" 2>/dev/null && break
+        done
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
     for pid in "${LAB_PIDS[@]}"; do
         kill -KILL "$pid" 2>/dev/null
     done
