@@ -15,6 +15,7 @@ use crate::cli::SsArgs;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Row {
     pub listening: bool,
+    pub udp: bool,
     pub state: String,
     pub recv_q: String,
     pub send_q: String,
@@ -34,6 +35,7 @@ pub fn parse(tsv: &str) -> Vec<Row> {
             };
             Some(Row {
                 listening: kind == "listen",
+                udp: kind == "udp",
                 state: ss_state(state).to_string(),
                 recv_q: recv_q.into(),
                 send_q: send_q.into(),
@@ -109,10 +111,13 @@ pub fn run(args: &SsArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let rows = parse(&control::request(&path, "sockets tsv")?);
-    let tcp = args.tcp || !args.udp;
+    // As ss: -t and -u choose protocols (TCP by default); -l listening
+    // sockets only (a bound UDP socket counts as listening), -a everything.
+    let (tcp, udp) = (args.tcp || !args.udp, args.udp);
     let shown: Vec<&Row> = rows
         .iter()
-        .filter(|r| tcp && (args.all || r.listening == args.listening))
+        .filter(|r| if r.udp { udp } else { tcp })
+        .filter(|r| args.all || (r.listening || r.udp) == args.listening)
         .collect();
     crate::output::stdout(&format(&shown))?;
     Ok(())

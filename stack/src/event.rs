@@ -248,6 +248,24 @@ pub enum Event {
         reason: DropReason,
         quad: Option<Quad>,
     },
+    /// A UDP socket was bound (`reuse`: as a member of a reuse-port group).
+    UdpBind {
+        id: SocketId,
+        local: SocketAddr,
+        reuse: bool,
+    },
+    /// A UDP socket was closed, after `received` and `sent` datagrams.
+    UdpClosed {
+        id: SocketId,
+        local: SocketAddr,
+        received: u64,
+        sent: u64,
+    },
+    /// A UDP socket received its first datagram from a sender (`quad`:
+    /// its port, and the sender); later datagrams are only counted.
+    UdpFlow { id: SocketId, quad: Quad },
+    /// A datagram for a port with no socket was answered with ICMP port unreachable.
+    PortUnreachable { quad: Quad },
     /// An application-level event (e.g. an HTTP header timeout).
     App {
         kind: String,
@@ -289,6 +307,10 @@ impl Event {
             Event::TimeWaitExpired { .. } => "time_wait_expired",
             Event::TimeWaitReused { .. } => "time_wait_reused",
             Event::PacketDropped { .. } => "packet_dropped",
+            Event::UdpBind { .. } => "udp_bind",
+            Event::UdpClosed { .. } => "udp_closed",
+            Event::UdpFlow { .. } => "udp_flow",
+            Event::PortUnreachable { .. } => "port_unreachable",
             Event::App { .. } => "app",
             Event::Suppressed { .. } => "suppressed",
         }
@@ -297,6 +319,9 @@ impl Event {
     pub fn id(&self) -> Option<SocketId> {
         match self {
             Event::HandshakeHeld { id, .. }
+            | Event::UdpBind { id, .. }
+            | Event::UdpClosed { id, .. }
+            | Event::UdpFlow { id, .. }
             | Event::Listen { id, .. }
             | Event::ListenClosed { id, .. }
             | Event::SocketCreated { id, .. }
@@ -314,6 +339,8 @@ impl Event {
         match self {
             Event::Syn { quad, .. }
             | Event::SynDropped { quad, .. }
+            | Event::UdpFlow { quad, .. }
+            | Event::PortUnreachable { quad }
             | Event::PortChosen { quad, .. }
             | Event::HandshakeHeld { quad, .. }
             | Event::RstSent { quad, .. }
@@ -432,6 +459,22 @@ impl Record {
             Event::TimeWaitExpired { .. } => "TIME-WAIT over, 4-tuple free".into(),
             Event::TimeWaitReused { .. } => "new SYN reuses a TIME-WAIT 4-tuple".into(),
             Event::PacketDropped { reason, .. } => format!("dropped: {}", reason.as_str()),
+            Event::UdpBind { local, reuse, .. } => format!(
+                "udp socket bound to {local}{}",
+                if *reuse {
+                    ", in a reuse-port group"
+                } else {
+                    ""
+                }
+            ),
+            Event::UdpClosed {
+                local,
+                received,
+                sent,
+                ..
+            } => format!("udp socket on {local} closed: {received} datagrams in, {sent} out"),
+            Event::UdpFlow { .. } => "first datagram from this sender to this socket".into(),
+            Event::PortUnreachable { .. } => "no socket on this port: ICMP port unreachable".into(),
             Event::App { detail, .. } => detail.clone(),
             Event::Suppressed { kind, count } => format!("{count} {kind} events left out"),
         };
@@ -559,6 +602,21 @@ impl Record {
             Event::Closed { by, .. } => o.str("by", by.as_str()),
             Event::TimeWaitExpired { .. } | Event::TimeWaitReused { .. } => {}
             Event::PacketDropped { reason, .. } => o.str("reason", reason.as_str()),
+            Event::UdpBind { local, reuse, .. } => {
+                o.str("local", &local.to_string());
+                o.raw("reuse", &reuse.to_string());
+            }
+            Event::UdpClosed {
+                local,
+                received,
+                sent,
+                ..
+            } => {
+                o.str("local", &local.to_string());
+                o.raw("received", &received.to_string());
+                o.raw("sent", &sent.to_string());
+            }
+            Event::UdpFlow { .. } | Event::PortUnreachable { .. } => {}
             Event::App { detail, .. } => o.str("detail", detail),
             Event::Suppressed { kind, count } => {
                 o.str("kind", kind);

@@ -9,6 +9,7 @@
 //! * [`listener`] — listen/accept, the SYN queue, the accept queue and the backlog;
 //! * [`ports`] — ephemeral-port choice (RFC 6056);
 //! * [`timewait`] — TIME-WAIT as a compact record;
+//! * [`udp`] — UDP sockets: bound ports, reuse-port readers, port unreachable;
 //! * [`timers`] — every connection's next deadline, in order;
 //! * [`engine`] — smoltcp as the TCP engine, one connection at a time;
 //! * [`netstack`] — the sans-IO core that ties them together;
@@ -39,6 +40,7 @@ pub mod story;
 pub mod table;
 pub mod timers;
 pub mod timewait;
+pub mod udp;
 
 pub use config::{NetConfig, Overflow};
 

@@ -33,12 +33,11 @@
 //! Removing a member resets the connections queued on it; the others carry on.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::hash::Hasher;
 use std::net::SocketAddr;
 
 use smoltcp::time::Instant;
 
-use crate::quad::{Quad, SocketId};
+use crate::quad::{Quad, SocketId, flow_hash};
 
 /// Why `listen` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,21 +197,8 @@ impl Listeners {
         match members.len() {
             0 => None,
             1 => Some(members[0]),
-            n => Some(members[(self.flow_hash(quad) % n as u64) as usize]),
+            n => Some(members[(flow_hash(self.key, quad) % n as u64) as usize]),
         }
-    }
-
-    fn flow_hash(&self, quad: &Quad) -> u64 {
-        #[allow(deprecated)] // SipHash with our own keys.
-        let mut h = std::hash::SipHasher::new_with_keys(self.key.0, self.key.1);
-        for addr in [quad.local, quad.remote] {
-            match addr.ip() {
-                std::net::IpAddr::V4(a) => h.write(&a.octets()),
-                std::net::IpAddr::V6(a) => h.write(&a.octets()),
-            }
-            h.write_u16(addr.port());
-        }
-        h.finish()
     }
 
     pub fn get(&self, id: SocketId) -> Option<&Listener> {

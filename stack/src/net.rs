@@ -278,6 +278,39 @@ impl Stack {
         }
     }
 
+    /// Binds a UDP socket to `port` on the stack's address (0: the stack
+    /// chooses). A second bind on a port fails with `AddrInUse`.
+    pub fn udp_bind(&self, port: u16) -> io::Result<UdpSocket> {
+        self.open_udp(port, false)
+    }
+
+    /// Joins the reuse-port group of UDP `port`: datagrams are spread over
+    /// the members by a hash of their sender.
+    pub fn udp_bind_reuse(&self, port: u16) -> io::Result<UdpSocket> {
+        self.open_udp(port, true)
+    }
+
+    fn open_udp(&self, port: u16, reuse: bool) -> io::Result<UdpSocket> {
+        let mut g = self.live()?;
+        let now = self.shared.clock.now();
+        let id = g.net.udp_bind(now, port, reuse)?;
+        let local = g
+            .net
+            .udp_local(id)
+            .unwrap_or(SocketAddr::from((self.addr, port)));
+        let cv = g.waiter(Ready::Socket(id));
+        drop(g);
+        self.shared.kick();
+        Ok(UdpSocket {
+            shared: self.shared.clone(),
+            id,
+            local,
+            cv,
+            nonblocking: AtomicBool::new(false),
+            read_timeout: Mutex::new(None),
+        })
+    }
+
     /// A readiness poller, for serving many non-blocking sockets from one thread.
     pub fn poller(&self) -> Poller {
         let (id, cv) = self.shared.lock().new_poller();
@@ -546,35 +579,43 @@ impl TcpStream {
         self.shared.kick();
     }
 
-    fn deadline(t: &Mutex<Option<Duration>>) -> Option<std::time::Instant> {
-        t.lock()
-            .ok()
-            .and_then(|g| *g)
-            .map(|d| std::time::Instant::now() + d)
-    }
-
     /// Runs `op` until it does not return `WouldBlock`, sleeping in between.
     fn blocking<T>(
         &self,
         timeout: &Mutex<Option<Duration>>,
-        mut op: impl FnMut(&mut NetStack, smoltcp::time::Instant) -> io::Result<T>,
+        op: impl FnMut(&mut NetStack, smoltcp::time::Instant) -> io::Result<T>,
     ) -> io::Result<T> {
-        let deadline = Self::deadline(timeout);
-        let mut g = live(&self.shared)?;
-        loop {
-            let now = self.shared.clock.now();
-            match op(&mut g.net, now) {
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        && !self.nonblocking.load(Ordering::Relaxed) =>
-                {
-                    g = wait(&self.cv, g, deadline)?;
-                }
-                r => {
-                    drop(g);
-                    self.shared.kick();
-                    return r;
-                }
+        let timeout = timeout.lock().ok().and_then(|g| *g);
+        retry(&self.shared, &self.cv, &self.nonblocking, timeout, op)
+    }
+}
+
+/// Runs `op` under the lock until it does not fail with `WouldBlock`,
+/// sleeping on the socket's condition variable in between — unless the
+/// socket is non-blocking, or `timeout` passes (`TimedOut`). Kicks the
+/// runtime afterwards so that what `op` queued goes out.
+fn retry<T>(
+    shared: &Shared,
+    cv: &Condvar,
+    nonblocking: &AtomicBool,
+    timeout: Option<Duration>,
+    mut op: impl FnMut(&mut NetStack, smoltcp::time::Instant) -> io::Result<T>,
+) -> io::Result<T> {
+    let deadline = timeout.map(|d| std::time::Instant::now() + d);
+    let mut g = live(shared)?;
+    loop {
+        let now = shared.clock.now();
+        match op(&mut g.net, now) {
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && !nonblocking.load(Ordering::Relaxed) =>
+            {
+                g = wait(cv, g, deadline)?;
+            }
+            r => {
+                drop(g);
+                shared.kick();
+                return r;
             }
         }
     }
@@ -624,6 +665,78 @@ impl Drop for TcpStream {
         g.forget_waiter(Ready::Socket(self.id));
         drop(g);
         self.shared.kick();
+    }
+}
+
+/// A UDP socket: datagrams in and out, no connection.
+pub struct UdpSocket {
+    shared: Arc<Shared>,
+    id: SocketId,
+    local: SocketAddr,
+    cv: Arc<Condvar>,
+    nonblocking: AtomicBool,
+    read_timeout: Mutex<Option<Duration>>,
+}
+
+impl UdpSocket {
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// In non-blocking mode `recv_from` fails with `WouldBlock` when no
+    /// datagram is waiting.
+    pub fn set_nonblocking(&self, nonblocking: bool) {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        if let Ok(mut g) = self.read_timeout.lock() {
+            *g = t;
+        }
+    }
+
+    /// Sends one datagram to `to` (waits while the send buffer is full).
+    pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let id = self.id;
+        self.wait_for(None, |net, now| net.udp_send_to(now, id, data, to))
+    }
+
+    /// Receives one datagram and its sender.
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let id = self.id;
+        let timeout = self.read_timeout.lock().ok().and_then(|g| *g);
+        self.wait_for(timeout, |net, _| net.udp_recv_from(id, buf))
+    }
+
+    fn wait_for<T>(
+        &self,
+        timeout: Option<Duration>,
+        op: impl FnMut(&mut NetStack, smoltcp::time::Instant) -> io::Result<T>,
+    ) -> io::Result<T> {
+        retry(&self.shared, &self.cv, &self.nonblocking, timeout, op)
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        if !g.stopped {
+            let now = self.shared.clock.now();
+            g.net.udp_close(now, self.id);
+        }
+        g.forget_waiter(Ready::Socket(self.id));
+        drop(g);
+        self.shared.kick();
+    }
+}
+
+impl Source for UdpSocket {
+    fn ready_key(&self) -> Ready {
+        Ready::Socket(self.id)
     }
 }
 

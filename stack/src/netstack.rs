@@ -55,6 +55,7 @@ use crate::segment::{self, Inbound, Segment};
 use crate::story::{Stories, Story};
 use crate::timers::Timers;
 use crate::timewait::{self, TimeWait};
+use crate::udp::Udp;
 
 /// Something whose readiness may have changed: wake whoever waits on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -140,6 +141,7 @@ pub struct NetStack {
     /// When capturing: every packet in and out, in processing order.
     capture: Option<Vec<Captured>>,
     stories: Stories,
+    udp: Udp,
 }
 
 /// A packet for the capture file.
@@ -163,6 +165,7 @@ impl NetStack {
             current_frame: None,
             capture: None,
             stories: Stories::default(),
+            udp: Udp::new(cfg.seed, now),
             cfg,
             engine,
             conns: HashMap::new(),
@@ -297,13 +300,46 @@ impl NetStack {
                 }
                 self.emit(now, Event::PacketDropped { reason, quad: None });
             }
-            Inbound::Engine => {
-                self.engine
-                    .ingress(now, packet, &mut self.no_sockets, &mut self.out);
-                self.flush_out(now, None, None);
+            Inbound::Engine => self.answer_by_engine(now, packet),
+            Inbound::Ping => {
+                self.stats.pings += 1;
+                self.answer_by_engine(now, packet);
             }
+            Inbound::Udp(quad) => self.on_datagram(now, quad, packet),
             Inbound::Tcp(seg) => self.on_segment(now, &seg, packet),
         }
+    }
+
+    /// Lets the engine answer a packet that needs no socket (echo requests).
+    fn answer_by_engine(&mut self, now: Instant, packet: &[u8]) {
+        self.engine
+            .ingress(now, packet, &mut self.no_sockets, &mut self.out);
+        self.flush_out(now, None, None);
+    }
+
+    /// A UDP datagram: to the socket bound to its port (a group member by
+    /// sender), or an ICMP port unreachable.
+    fn on_datagram(&mut self, now: Instant, quad: Quad, packet: &[u8]) {
+        self.stats.datagrams_in += 1;
+        let Some(id) = self.udp.pick(&quad) else {
+            if self.udp.may_send_unreachable(now) {
+                self.stats.port_unreachable += 1;
+                self.emit(now, Event::PortUnreachable { quad });
+                self.answer_by_engine(now, packet);
+            }
+            return;
+        };
+        let Some(sock) = self.udp.get_mut(id) else {
+            return;
+        };
+        self.engine
+            .ingress(now, packet, &mut sock.sockets, &mut self.out);
+        let first = sock.note_sender(quad.remote);
+        self.flush_out(now, None, None);
+        if first {
+            self.emit(now, Event::UdpFlow { id, quad });
+        }
+        self.ready.push(Ready::Socket(id));
     }
 
     /// Runs every timer that is due.
@@ -899,11 +935,11 @@ impl NetStack {
     fn bind_any_port(&mut self, now: Instant) -> Result<u16, ListenError> {
         let local_ip = IpAddr::V4(self.cfg.addr);
         let any = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
-        let (demux, listeners) = (&self.demux, &self.listeners);
+        let (demux, listeners, udp) = (&self.demux, &self.listeners, &self.udp);
         let choice = self
             .ports
             .choose(local_ip, any, Purpose::Bind, |p| {
-                if listeners.has_port(p) {
+                if listeners.has_port(p) || udp.has_port(p) {
                     Some(Rejection::Listener)
                 } else if demux.port_in_use(p) {
                     Some(Rejection::InUse)
@@ -1211,6 +1247,9 @@ impl NetStack {
 
     /// Whether a read would not block (data, end of stream, or an error).
     pub fn readable(&mut self, id: SocketId) -> bool {
+        if self.udp.get_mut(id).is_some() {
+            return self.udp_readable(id);
+        }
         match self.conns.get_mut(&id) {
             None => true,
             Some(c) if c.read_closed || c.reset => true,
@@ -1222,6 +1261,9 @@ impl NetStack {
 
     /// Whether a write would not block (room, or an error).
     pub fn writable(&mut self, id: SocketId) -> bool {
+        if self.udp.get_mut(id).is_some() {
+            return self.udp_writable(id);
+        }
         match self.conns.get_mut(&id) {
             None => true,
             Some(c) => c.socket().is_none_or(|s| s.can_send() || !s.may_send()),
@@ -1282,6 +1324,126 @@ impl NetStack {
     /// Resets the connection.
     pub fn abort_socket(&mut self, now: Instant, id: SocketId) {
         self.abort(now, id, RstReason::Aborted);
+    }
+
+    // ----- UDP ------------------------------------------------------------------
+
+    /// Binds a UDP socket to `port` (0: the stack chooses); with `reuse`,
+    /// joins the port's reuse-port group.
+    pub fn udp_bind(
+        &mut self,
+        now: Instant,
+        port: u16,
+        reuse: bool,
+    ) -> Result<SocketId, ListenError> {
+        let port = if port == 0 {
+            self.bind_any_port(now)?
+        } else {
+            port
+        };
+        let local = SocketAddr::new(IpAddr::V4(self.cfg.addr), port);
+        let id = SocketId(self.next_id);
+        if let Err(e) = self.udp.bind(id, local, reuse) {
+            if let ListenError::AddrInUse(_) = e {
+                self.emit(
+                    now,
+                    Event::ListenFailed {
+                        local,
+                        reason: "udp address in use",
+                    },
+                );
+            }
+            return Err(e);
+        }
+        self.next_id += 1;
+        self.emit(now, Event::UdpBind { id, local, reuse });
+        Ok(id)
+    }
+
+    /// The address a UDP socket is bound to.
+    pub fn udp_local(&mut self, id: SocketId) -> Option<SocketAddr> {
+        self.udp.get_mut(id).map(|s| s.local)
+    }
+
+    /// Sends one datagram to `to`. `WouldBlock` when the send buffer is full.
+    pub fn udp_send_to(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        data: &[u8],
+        to: SocketAddr,
+    ) -> io::Result<usize> {
+        let IpAddr::V4(ip) = to.ip() else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "IPv6 is not enabled",
+            ));
+        };
+        if !self.cfg.reaches(ip) || to.port() == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NetworkUnreachable,
+                format!("no route to {to}: the stack reaches only its own subnet"),
+            ));
+        }
+        let sock = self.udp.get_mut(id).ok_or_else(not_connected)?;
+        let endpoint = smoltcp::wire::IpEndpoint::new(IpAddress::Ipv4(ip), to.port());
+        match sock.socket().send_slice(data, endpoint) {
+            Ok(()) => {}
+            Err(smoltcp::socket::udp::SendError::BufferFull) => {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{e}"))),
+        }
+        sock.sent += 1;
+        self.engine.egress(now, &mut sock.sockets, &mut self.out);
+        self.flush_out(now, None, None);
+        Ok(data.len())
+    }
+
+    /// Receives one datagram. `WouldBlock` when none is waiting.
+    pub fn udp_recv_from(
+        &mut self,
+        id: SocketId,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr)> {
+        let sock = self.udp.get_mut(id).ok_or_else(not_connected)?;
+        match sock.socket().recv_slice(buf) {
+            Ok((n, meta)) => {
+                let from = match meta.endpoint.addr {
+                    IpAddress::Ipv4(a) => SocketAddr::new(IpAddr::V4(a), meta.endpoint.port),
+                };
+                Ok((n, from))
+            }
+            Err(smoltcp::socket::udp::RecvError::Exhausted) => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Err(e) => Err(io::Error::other(format!("{e}"))),
+        }
+    }
+
+    /// Whether a datagram is waiting.
+    pub fn udp_readable(&mut self, id: SocketId) -> bool {
+        self.udp.get_mut(id).is_none_or(|s| s.socket().can_recv())
+    }
+
+    /// Whether a datagram can be queued for sending.
+    pub fn udp_writable(&mut self, id: SocketId) -> bool {
+        self.udp.get_mut(id).is_none_or(|s| s.socket().can_send())
+    }
+
+    /// Closes a UDP socket.
+    pub fn udp_close(&mut self, now: Instant, id: SocketId) {
+        if let Some(s) = self.udp.close(id) {
+            self.emit(
+                now,
+                Event::UdpClosed {
+                    id,
+                    local: s.local,
+                    received: s.received,
+                    sent: s.sent,
+                },
+            );
+        }
     }
 
     // ----- shutdown of the whole stack -----------------------------------------
@@ -1377,6 +1539,21 @@ impl NetStack {
                 quad: *quad,
                 state: TcpState::TimeWait.to_string(),
                 owner: "time-wait",
+                accepted_by: None,
+                served_by: None,
+                recv_queue: 0,
+                send_queue: 0,
+            });
+        }
+        for u in self.udp.iter() {
+            sockets.push(SocketInfo {
+                id: u.id,
+                quad: Quad::new(
+                    u.local,
+                    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+                ),
+                state: "UNCONN".into(),
+                owner: "udp",
                 accepted_by: None,
                 served_by: None,
                 recv_queue: 0,

@@ -11,7 +11,8 @@
 //! lookup of [`Quad`] finds the one connection it belongs to (see `demux`).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::hash::Hasher;
+use std::net::{IpAddr, SocketAddr};
 
 /// A TCP connection's identity: who is talking to whom, seen from the stack.
 ///
@@ -34,6 +35,22 @@ impl fmt::Display for Quad {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} <- {}", self.local, self.remote)
     }
+}
+
+/// A keyed hash of a 4-tuple (SipHash with the stack's own keys): what
+/// spreads flows over the members of a reuse-port group, the same member for
+/// the same flow every time, and unpredictable to anyone without the key.
+pub fn flow_hash(key: (u64, u64), quad: &Quad) -> u64 {
+    #[allow(deprecated)] // SipHash with our own keys: std's, not a new dependency.
+    let mut h = std::hash::SipHasher::new_with_keys(key.0, key.1);
+    for addr in [quad.local, quad.remote] {
+        match addr.ip() {
+            IpAddr::V4(a) => h.write(&a.octets()),
+            IpAddr::V6(a) => h.write(&a.octets()),
+        }
+        h.write_u16(addr.port());
+    }
+    h.finish()
 }
 
 /// The stack's own number for a socket. Every socket the stack creates gets

@@ -49,6 +49,10 @@ impl Segment {
 pub enum Inbound {
     /// A TCP segment for the stack: demultiplex it by its 4-tuple.
     Tcp(Segment),
+    /// A UDP datagram for the stack: demultiplexed by its local port.
+    Udp(Quad),
+    /// An ICMP echo request (ping): the engine answers it.
+    Ping,
     /// Not TCP but addressed to the stack (e.g. ICMP echo): the engine handles it.
     Engine,
     /// Dropped before anything saw it.
@@ -77,8 +81,24 @@ pub fn classify(packet: &[u8], local: Ipv4Addr) -> Inbound {
     if dst != local {
         return Inbound::Drop(DropReason::NotForUs);
     }
-    if ip.payload_ip_number() != IpNumber::TCP {
-        return Inbound::Engine;
+    let payload = ip.payload().payload;
+    match ip.payload_ip_number() {
+        IpNumber::TCP => {}
+        IpNumber::UDP => {
+            // The engine verifies the checksum; ports are all we need here.
+            let (Some(sp), Some(dp)) = (payload.get(0..2), payload.get(2..4)) else {
+                return Inbound::Drop(DropReason::Malformed);
+            };
+            if src.is_unspecified() || src.is_broadcast() || src.is_multicast() {
+                return Inbound::Drop(DropReason::Malformed);
+            }
+            return Inbound::Udp(Quad::new(
+                SocketAddr::new(IpAddr::V4(dst), u16::from_be_bytes([dp[0], dp[1]])),
+                SocketAddr::new(IpAddr::V4(src), u16::from_be_bytes([sp[0], sp[1]])),
+            ));
+        }
+        IpNumber::ICMP if payload.first() == Some(&8) => return Inbound::Ping,
+        _ => return Inbound::Engine,
     }
     if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src == local {
         return Inbound::Drop(DropReason::Malformed);

@@ -24,6 +24,9 @@ pub struct Stats {
     pub fragments_dropped: u64,
     pub sockets_created: u64,
     pub time_wait_reused: u64,
+    pub pings: u64,
+    pub datagrams_in: u64,
+    pub port_unreachable: u64,
 }
 
 /// One row of the connection table.
@@ -136,7 +139,8 @@ impl Table {
     }
 
     /// One line per listener and socket, tab-separated:
-    /// `kind state recv_q send_q local peer id thread`. For a listener, as
+    /// `kind state recv_q send_q local peer id thread` (kind: `listen`,
+    /// `socket` for TCP connections, `udp`). For a listener, as
     /// Linux's `ss` shows it: Recv-Q is the accept queue's length and Send-Q
     /// the backlog; the peer is `*`.
     pub fn tsv(&self) -> String {
@@ -155,7 +159,8 @@ impl Table {
         for s in &self.sockets {
             let _ = writeln!(
                 o,
-                "socket\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                if s.owner == "udp" { "udp" } else { "socket" },
                 s.state,
                 s.recv_queue,
                 s.send_queue,

@@ -925,3 +925,119 @@ fn a_story_keeps_the_handshake_and_the_teardown() {
         "{kinds:?}"
     );
 }
+
+// ----- UDP and ICMP ---------------------------------------------------------------
+
+fn datagram(from_port: u16, to_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(CLIENT, STACK, 64)
+        .udp(from_port, to_port)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// The next packet the stack sent, raw.
+fn raw(lab: &mut Lab) -> Vec<u8> {
+    lab.stack.take_transmit().expect("expected a packet")
+}
+
+#[test]
+fn udp_datagrams_reach_the_bound_socket_and_replies_go_back() {
+    let mut lab = Lab::new();
+    let id = lab.stack.udp_bind(lab.now, 7, false).unwrap();
+    lab.send(datagram(40000, 7, b"ping"));
+    let mut buf = [0u8; 16];
+    let (n, from) = lab.stack.udp_recv_from(id, &mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"ping"[..], remote(40000)));
+    lab.stack.udp_send_to(lab.now, id, b"pong", from).unwrap();
+    let reply = raw(&mut lab);
+    let sliced = SlicedPacket::from_ip(&reply).unwrap();
+    let Some(TransportSlice::Udp(u)) = sliced.transport else {
+        panic!("not UDP");
+    };
+    assert_eq!((u.source_port(), u.destination_port()), (7, 40000));
+    assert_eq!(u.payload(), b"pong");
+    assert_eq!(lab.count("udp_flow"), 1);
+    lab.send(datagram(40000, 7, b"again"));
+    assert_eq!(
+        lab.count("udp_flow"),
+        1,
+        "a known sender is counted, not logged"
+    );
+}
+
+#[test]
+fn udp_to_a_port_without_socket_gets_port_unreachable_rate_limited() {
+    let mut lab = Lab::new();
+    lab.send(datagram(40000, 9999, b"anyone?"));
+    let icmp = raw(&mut lab);
+    assert_eq!(icmp[9], 1, "ICMP");
+    let ihl = usize::from(icmp[0] & 0x0f) * 4;
+    assert_eq!(
+        (icmp[ihl], icmp[ihl + 1]),
+        (3, 3),
+        "destination unreachable: port"
+    );
+    assert_eq!(lab.count("port_unreachable"), 1);
+    for _ in 0..500 {
+        lab.send(datagram(40000, 9999, b"flood"));
+    }
+    let mut sent = 0;
+    while lab.stack.take_transmit().is_some() {
+        sent += 1;
+    }
+    assert!(
+        sent < 150,
+        "{sent} unreachables for 500 datagrams in no time"
+    );
+}
+
+#[test]
+fn udp_readers_in_a_group_share_senders_and_each_sender_sticks() {
+    let mut lab = Lab::new();
+    let readers: Vec<SocketId> = (0..3)
+        .map(|_| lab.stack.udp_bind(lab.now, 7, true).unwrap())
+        .collect();
+    assert!(
+        lab.stack.udp_bind(lab.now, 7, false).is_err(),
+        "a plain bind is refused"
+    );
+    let mut got: std::collections::HashMap<SocketId, Vec<u16>> = Default::default();
+    for port in 41000..41030 {
+        for _ in 0..3 {
+            lab.send(datagram(port, 7, b"x"));
+        }
+    }
+    let mut buf = [0u8; 8];
+    for r in &readers {
+        while let Ok((_, from)) = lab.stack.udp_recv_from(*r, &mut buf) {
+            got.entry(*r).or_default().push(from.port());
+        }
+    }
+    assert_eq!(got.len(), 3, "every reader got a share");
+    for ports in got.values() {
+        for p in ports {
+            assert_eq!(
+                ports.iter().filter(|q| *q == p).count(),
+                3,
+                "sender {p} stuck to one reader"
+            );
+        }
+    }
+}
+
+#[test]
+fn pings_are_answered_and_counted() {
+    let mut lab = Lab::new();
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(CLIENT, STACK, 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut v, b"hello")
+        .unwrap();
+    lab.send(v);
+    let reply = raw(&mut lab);
+    let ihl = usize::from(reply[0] & 0x0f) * 4;
+    assert_eq!(reply[ihl], 0, "echo reply");
+    assert_eq!(lab.stack.stats().pings, 1);
+}
