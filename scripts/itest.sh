@@ -13,7 +13,8 @@ URL="http://$ADDR/"
 TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill connect_20 shared_local_port
        model_thread_per_connection model_one_at_a_time model_single model_workers model_reuseport model_event_loop
        backlog_overflow_drop backlog_overflow_rst pcap
-       ss_listener_queues ss_thousand browser_page browser_parallel terminal_output)
+       ss_listener_queues ss_thousand browser_page browser_parallel terminal_output
+       udp_echo udp_readers ping_and_unreachable)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -582,6 +583,80 @@ test_terminal_output() {
     [ "$rc" = 0 ] || fail "portlab ss into a closed pipe exited with $rc: $(cat "$LAB_TMP/pipe.err")" || return 1
     [ ! -s "$LAB_TMP/pipe.err" ] || fail "portlab ss complained: $(cat "$LAB_TMP/pipe.err")" || return 1
     ok "coloured on a terminal, plain with NO_COLOR and in a pipe; a closed pipe is a clean exit"
+}
+
+test_udp_echo() {
+    setup udp_echo
+    local out
+    out=$(in_ns python3 - "$ADDR" <<'PY'
+import socket, sys
+ports, answered = set(), 0
+for i in range(10):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b"echo %d" % i, (sys.argv[1], 7))
+    data, _ = s.recvfrom(100)
+    ports.add(s.getsockname()[1])
+    answered += data == b"echo %d" % i
+print(f"{answered} of 10 answered, from {len(ports)} client ports")
+PY
+)
+    echo "    $out"
+    [ "$out" = "10 of 10 answered, from 10 client ports" ] || fail "udp echo: $out" || return 1
+    ok "UDP echo from 10 client ports answered"
+}
+
+test_udp_readers() {
+    setup udp_readers --udp-readers 3
+    in_ns python3 - "$ADDR" <<'PY' || { fail "udp echo failed"; return 1; }
+import socket, sys
+for i in range(24):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    for j in range(3):
+        s.sendto(b"x", (sys.argv[1], 7))
+        s.recvfrom(10)
+PY
+    python3 - "$EV" <<'PY' || { fail "readers did not share the senders, or a sender moved"; return 1; }
+import json, sys, collections
+events = [json.loads(l) for l in open(sys.argv[1])]
+readers = {e["id"]: e["detail"].split()[0] for e in events if e["event"] == "udp_reader"}
+flows = [(e["remote"], e["id"]) for e in events if e["event"] == "udp_flow"]
+by_sender = collections.defaultdict(set)
+for sender, reader in flows:
+    by_sender[sender].add(reader)
+share = collections.Counter(readers[r] for rs in by_sender.values() for r in rs)
+print(f"    {len(by_sender)} senders over {len(readers)} readers: {dict(share)}")
+assert len(readers) == 3 and len(by_sender) == 24
+assert all(len(r) == 1 for r in by_sender.values()), "a sender landed on two readers"
+assert len(share) >= 2
+PY
+    ok "readers in a reuse-port group each get a share; each sender sticks to one reader"
+}
+
+test_ping_and_unreachable() {
+    setup ping_and_unreachable
+    command -v ping >/dev/null || { fail "ping is missing: apt-get install iputils-ping"; return 1; }
+    in_ns ping -c 3 -i 0.2 -W 2 "$ADDR" >"$LAB_TMP/ping.txt" || fail "ping: $(cat "$LAB_TMP/ping.txt")" || return 1
+    grep -E "3 (packets )?received" "$LAB_TMP/ping.txt" | sed 's/^/    /'
+    local refused
+    refused=$(in_ns python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+s.connect(('$ADDR', 9)); s.send(b'anyone?')
+try:
+    s.recv(10); print('answered')
+except ConnectionRefusedError:
+    print('refused')
+except socket.timeout:
+    print('silence')")
+    [ "$refused" = refused ] || fail "UDP to a closed port: $refused" || return 1
+    [ "$(events "$EV" count port_unreachable)" = 1 ] || fail "no port_unreachable event" || return 1
+    local pings
+    pings=$(in_ns curl -s -m 5 "http://$ADDR/connections.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"]["pings"])')
+    [ "$pings" = 3 ] || fail "the stack counted $pings pings, want 3" || return 1
+    grep -qi icmp "$EV" && { fail "pings were logged one by one"; return 1; }
+    ok "ping answered (counted, not logged); UDP to a closed port: ICMP port unreachable, 'connection refused'"
 }
 
 run=("$@")

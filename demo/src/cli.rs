@@ -258,6 +258,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub workers: usize,
 
+    /// UDP port of the echo service (0: none).
+    #[arg(long, default_value_t = 7, value_name = "PORT")]
+    pub udp_port: u16,
+
+    /// Reader threads of the UDP echo service; more than one share the port
+    /// in a reuse-port group.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub udp_readers: usize,
+
     /// Accept-queue length: completed connections that may wait for accept().
     #[arg(long, default_value_t = 511)]
     pub backlog: usize,

@@ -15,6 +15,7 @@ mod serve;
 mod signals;
 mod ss;
 mod story_page;
+mod udp_echo;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -116,6 +117,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 );
                 s2.shutdown(grace);
             })?;
+            if args.udp_port != 0 {
+                udp_echo::start(&stack, args.udp_port, args.udp_readers)?;
+            }
             let server = serve::Server {
                 stack: stack.clone(),
                 model: args.model.name(),

@@ -699,6 +699,14 @@ impl UdpSocket {
         }
     }
 
+    /// Names the thread reading this socket in the connection table.
+    pub fn set_served_by(&self, name: &str) {
+        self.shared
+            .lock()
+            .net
+            .set_served_by(self.id, name.to_string());
+    }
+
     /// Sends one datagram to `to` (waits while the send buffer is full).
     pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
         let id = self.id;

@@ -1187,6 +1187,8 @@ impl NetStack {
     pub fn set_served_by(&mut self, id: SocketId, name: String) {
         if let Some(c) = self.conns.get_mut(&id) {
             c.served_by = Some(name);
+        } else if let Some(u) = self.udp.get_mut(id) {
+            u.served_by = Some(name);
         }
     }
 
@@ -1555,7 +1557,7 @@ impl NetStack {
                 state: "UNCONN".into(),
                 owner: "udp",
                 accepted_by: None,
-                served_by: None,
+                served_by: u.served_by.clone(),
                 recv_queue: 0,
                 send_queue: 0,
             });

@@ -125,7 +125,8 @@ impl Table {
             o,
             "],\"stats\":{{\"syns\":{},\"syns_dropped\":{},\"handshakes_held\":{},\
              \"resets_sent\":{},\"sockets_created\":{},\"time_wait_reused\":{},\
-             \"packets_in\":{},\"packets_out\":{},\"packets_dropped\":{}}}",
+             \"packets_in\":{},\"packets_out\":{},\"packets_dropped\":{},\"pings\":{},\
+             \"datagrams_in\":{},\"port_unreachable\":{}}}",
             st.syns,
             st.syns_dropped,
             st.handshakes_held,
@@ -134,7 +135,10 @@ impl Table {
             st.time_wait_reused,
             st.packets_in,
             st.packets_out,
-            st.packets_dropped
+            st.packets_dropped,
+            st.pings,
+            st.datagrams_in,
+            st.port_unreachable
         );
     }
 
@@ -165,7 +169,11 @@ impl Table {
                 s.recv_queue,
                 s.send_queue,
                 s.quad.local,
-                s.quad.remote,
+                if s.owner == "udp" {
+                    "*".to_string()
+                } else {
+                    s.quad.remote.to_string()
+                },
                 s.id.0,
                 s.served_by
                     .as_deref()

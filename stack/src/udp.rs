@@ -41,6 +41,8 @@ pub struct UdpSock {
     handle: SocketHandle,
     pub received: u64,
     pub sent: u64,
+    /// The thread reading it, when the application said so.
+    pub served_by: Option<String>,
     senders: HashSet<SocketAddr>,
 }
 
@@ -119,6 +121,7 @@ impl Udp {
                 handle,
                 received: 0,
                 sent: 0,
+                served_by: None,
                 senders: HashSet::new(),
             },
         );
