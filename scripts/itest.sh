@@ -480,7 +480,7 @@ time.sleep(3)" &
     out=$(in_ns "$PORTLAB_BIN" ss -l)
     echo "$out" | sed 's/^/    /'
     wait $clients
-    echo "$out" | grep -Eq '^LISTEN +3 +5 +0\.0\.0\.0:80' \
+    echo "$out" | grep -Eq '^LISTEN +3 +5 +\[::\]:80' \
         || fail "want LISTEN with Recv-Q 3 (accept queue) and Send-Q 5 (backlog)" || return 1
     ok "ss -l: Recv-Q is the accept queue (3 waiting), Send-Q the backlog (5)"
 }

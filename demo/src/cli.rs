@@ -134,6 +134,14 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "IP")]
     pub host_addr: Option<Ipv4Addr>,
 
+    /// The stack's IPv6 address (always a /64; 'none' turns IPv6 off).
+    #[arg(long, default_value = "fd70:6c61:6200::2", value_name = "IPV6|none")]
+    pub addr6: String,
+
+    /// The kernel side's IPv6 address [default: ::1 of the stack's /64].
+    #[arg(long, value_name = "IPV6")]
+    pub host_addr6: Option<std::net::Ipv6Addr>,
+
     /// Device MTU.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..))]
     pub mtu: u16,
@@ -337,8 +345,25 @@ impl DeviceArgs {
         net.mtu = usize::from(self.mtu);
         net.seed = self.seed.unwrap_or_else(random_seed);
         let host_addr = self.host_addr.unwrap_or_else(|| net.default_host_addr());
+        net.addr6 = match self.addr6.trim_end_matches("/64") {
+            "none" => None,
+            a => Some(a.parse().map_err(|_| {
+                UsageError(format!(
+                    "--addr6 '{}' is not an IPv6 address (or 'none')",
+                    self.addr6
+                ))
+            })?),
+        };
+        let host_addr6 = match net.addr6 {
+            Some(_) => self.host_addr6.or_else(|| net.default_host_addr6()),
+            None => None,
+        };
+        if host_addr6.is_some() && host_addr6 == net.addr6 {
+            return Err(UsageError("--addr6 and --host-addr6 must differ".into()).into());
+        }
         if self.default_route {
             net.default_gateway = Some(host_addr);
+            net.default_gateway6 = host_addr6;
         }
         let events: Option<Box<dyn Write + Send>> = match &self.events {
             None => None,
@@ -370,6 +395,7 @@ impl DeviceArgs {
             device: DeviceConfig {
                 name: self.tun.clone(),
                 host_addr,
+                host_addr6,
                 tx_queue_len: 4096,
             },
             events,

@@ -4,7 +4,7 @@
 //! timers, buffer sizes); [`DeviceConfig`] is what only the TUN device needs.
 //! The binary turns its flags into these; tests build them directly.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use smoltcp::time::Duration;
 
@@ -31,6 +31,10 @@ pub struct NetConfig {
     pub addr: Ipv4Addr,
     /// The length of the stack's prefix: it reaches this subnet directly.
     pub prefix_len: u8,
+    /// The stack's IPv6 address (on a /64), if IPv6 is on.
+    pub addr6: Option<Ipv6Addr>,
+    /// With IPv6 and a default route: the IPv6 gateway.
+    pub default_gateway6: Option<Ipv6Addr>,
     /// When set, a default route through this address (namespace labs only:
     /// by default the stack can send nowhere but its own subnet).
     pub default_gateway: Option<Ipv4Addr>,
@@ -68,6 +72,8 @@ impl NetConfig {
         NetConfig {
             addr,
             prefix_len,
+            addr6: None,
+            default_gateway6: None,
             default_gateway: None,
             mtu: 1500,
             seed: 0,
@@ -88,6 +94,39 @@ impl NetConfig {
     /// The network part of the stack's prefix.
     pub fn network(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr) & prefix_mask(self.prefix_len))
+    }
+
+    /// Whether the stack can send to `ip`, either family.
+    pub fn reaches_ip(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.reaches(a),
+            IpAddr::V6(a) => self.addr6.is_some_and(|own| {
+                a != own
+                    && !a.is_unspecified()
+                    && !a.is_multicast()
+                    && (self.default_gateway6.is_some() || a.segments()[..4] == own.segments()[..4])
+            }),
+        }
+    }
+
+    /// The stack's own address in `ip`'s family.
+    pub fn own_addr_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(_) => Some(IpAddr::V4(self.addr)),
+            IpAddr::V6(_) => self.addr6.map(IpAddr::V6),
+        }
+    }
+
+    /// The kernel side's IPv6 address unless told otherwise: `…::1` of the
+    /// stack's /64, or `…::2` if that is the stack's own.
+    pub fn default_host_addr6(&self) -> Option<Ipv6Addr> {
+        let own = self.addr6?;
+        let mut seg = own.segments();
+        seg[4..].copy_from_slice(&[0, 0, 0, 1]);
+        if Ipv6Addr::from(seg) == own {
+            seg[7] = 2;
+        }
+        Some(Ipv6Addr::from(seg))
     }
 
     /// Whether the stack can send to `ip`: its own subnet, or anywhere with
@@ -131,6 +170,8 @@ pub struct DeviceConfig {
     pub name: String,
     /// The kernel side's address on the device.
     pub host_addr: Ipv4Addr,
+    /// The kernel side's IPv6 address (on the stack's /64), if IPv6 is on.
+    pub host_addr6: Option<Ipv6Addr>,
     /// The device's transmit queue length, packets.
     pub tx_queue_len: u32,
 }

@@ -161,6 +161,15 @@ impl TunDevice {
             dev.tx_queue_len as libc::c_int,
         )
         .map_err(|err| io_err("setting the transmit queue length", err))?;
+        if let Some(a6) = dev.host_addr6 {
+            // Without duplicate-address detection: the address is usable at
+            // once (otherwise the first seconds of `curl -6` fail).
+            let conf = format!("/proc/sys/net/ipv6/conf/{name}");
+            let _ = std::fs::write(format!("{conf}/disable_ipv6"), "0");
+            let _ = std::fs::write(format!("{conf}/accept_dad"), "0");
+            add_addr6(&name, a6)
+                .map_err(|err| io_err("setting the host IPv6 address on the TUN device", err))?;
+        }
         let mut req = ifreq(&name);
         // SAFETY: `req` is a valid ifreq for this request; the fd is a socket.
         if unsafe { libc::ioctl(ctl.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
@@ -342,6 +351,35 @@ fn ioctl_addr(ctl: &OwnedFd, name: &str, request: libc::c_ulong, addr: Ipv4Addr)
     Ok(())
 }
 
+/// Adds `addr/64` to the interface (SIOCSIFADDR on an IPv6 socket).
+fn add_addr6(name: &str, addr: std::net::Ipv6Addr) -> io::Result<()> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let req = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: addr.octets(),
+        },
+        ifr6_prefixlen: 64,
+        ifr6_ifindex: index as libc::c_int,
+    };
+    // SAFETY: valid in6_ifreq for SIOCSIFADDR on an AF_INET6 socket.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn ioctl_int(
     ctl: &OwnedFd,
     name: &str,
@@ -367,6 +405,7 @@ mod tests {
             DeviceConfig {
                 name: "pl0".into(),
                 host_addr: host.into(),
+                host_addr6: None,
                 tx_queue_len: 1000,
             },
             NetConfig::new(addr.into(), 24),

@@ -59,11 +59,17 @@ impl Engine {
         };
         let mut iface = Interface::new(config, &mut dev, now);
         iface.update_ip_addrs(|addrs| {
-            // One address: cannot overflow the interface's fixed capacity.
+            // Two addresses at most: within the interface's fixed capacity.
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(cfg.addr), cfg.prefix_len));
+            if let Some(a6) = cfg.addr6 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(a6), 64));
+            }
         });
         if let Some(gw) = cfg.default_gateway {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        }
+        if let Some(gw) = cfg.default_gateway6 {
+            let _ = iface.routes_mut().add_default_ipv6_route(gw);
         }
         Engine { iface, caps }
     }

@@ -110,8 +110,11 @@ pub enum DropReason {
     BadChecksum,
     Fragment,
     NotForUs,
-    /// An IPv6 packet (the kernel sends router solicitations on a new link).
+    /// An IPv6 packet while IPv6 is off.
     Ipv6,
+    /// Multicast or broadcast (the kernel's router solicitations and
+    /// multicast listener reports on a new link): counted, not logged.
+    Multicast,
     /// A segment for a connection still in SYN-RECEIVED was held back
     /// because the listener's accept queue is full.
     AcceptQueueFull,
@@ -125,6 +128,7 @@ impl DropReason {
             DropReason::Fragment => "ip fragment",
             DropReason::NotForUs => "not addressed to the stack",
             DropReason::Ipv6 => "ipv6 not enabled",
+            DropReason::Multicast => "multicast or broadcast",
             DropReason::AcceptQueueFull => "accept queue full",
         }
     }

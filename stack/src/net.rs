@@ -54,6 +54,9 @@ pub struct StackConfig {
 
 /// The default lab prefix: unlikely to clash with home or office networks.
 pub const DEFAULT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 203, 80, 2);
+/// The default IPv6 address: in a unique-local (ULA) /64 of portlab's own.
+pub const DEFAULT_ADDR6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xfd70, 0x6c61, 0x6200, 0, 0, 0, 0, 2);
 pub const DEFAULT_PREFIX: u8 = 24;
 pub const DEFAULT_TUN: &str = "portlab0";
 /// How long `connect` waits for a handshake (SYN retransmissions included).
@@ -63,12 +66,15 @@ impl Default for StackConfig {
     fn default() -> Self {
         let mut net = NetConfig::new(DEFAULT_ADDR, DEFAULT_PREFIX);
         net.seed = random_seed();
+        net.addr6 = Some(DEFAULT_ADDR6);
         let host_addr = net.default_host_addr();
+        let host_addr6 = net.default_host_addr6();
         StackConfig {
             net,
             device: DeviceConfig {
                 name: DEFAULT_TUN.into(),
                 host_addr,
+                host_addr6,
                 tx_queue_len: 4096,
             },
             events: None,
@@ -121,6 +127,7 @@ pub struct Stack {
     control_path: std::path::PathBuf,
     device_name: String,
     addr: Ipv4Addr,
+    addr6: Option<std::net::Ipv6Addr>,
     host_addr: Ipv4Addr,
 }
 
@@ -132,6 +139,7 @@ impl Stack {
         let now = clock.now();
         let device_name = device.name().to_string();
         let addr = config.net.addr;
+        let addr6 = config.net.addr6;
         let host_addr = device.host_addr();
         let mut net = NetStack::new(config.net.clone(), now);
         let pcap = match config.pcap {
@@ -175,6 +183,7 @@ impl Stack {
             control_path,
             device_name,
             addr,
+            addr6,
             host_addr,
         })
     }
@@ -187,6 +196,11 @@ impl Stack {
     /// The stack's own address.
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
+    }
+
+    /// The stack's IPv6 address, if IPv6 is on.
+    pub fn addr6(&self) -> Option<std::net::Ipv6Addr> {
+        self.addr6
     }
 
     /// The kernel side's address on the device.

@@ -292,13 +292,19 @@ impl NetStack {
     }
 
     fn classify_and_handle(&mut self, now: Instant, packet: &[u8]) {
-        match segment::classify(packet, self.cfg.addr) {
+        let local = segment::Local {
+            v4: self.cfg.addr,
+            v6: self.cfg.addr6,
+        };
+        match segment::classify(packet, local) {
             Inbound::Drop(reason) => {
                 self.stats.packets_dropped += 1;
                 if reason == DropReason::Fragment {
                     self.stats.fragments_dropped += 1;
                 }
-                self.emit(now, Event::PacketDropped { reason, quad: None });
+                if reason != DropReason::Multicast {
+                    self.emit(now, Event::PacketDropped { reason, quad: None });
+                }
             }
             Inbound::Engine => self.answer_by_engine(now, packet),
             Inbound::Ping => {
@@ -429,11 +435,8 @@ impl NetStack {
         let id = SocketId(self.next_id);
         self.next_id += 1;
         let mut socket = Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer);
-        let IpAddr::V4(local_ip) = quad.local.ip() else {
-            return;
-        };
         let endpoint = IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(local_ip)),
+            addr: Some(IpAddress::from(quad.local.ip())),
             port,
         };
         if socket.listen(endpoint).is_err() {
@@ -668,12 +671,7 @@ impl NetStack {
             self.stories.count_outbound(id);
             return;
         }
-        if let Some(dst) = packet.get(16..20)
-            && let Inbound::Tcp(seg) = segment::classify(
-                packet,
-                std::net::Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]),
-            )
-        {
+        if let Inbound::Tcp(seg) = segment::classify_outbound(packet) {
             self.stories.segment(id, now, false, &seg);
         }
     }
@@ -902,7 +900,7 @@ impl NetStack {
         } else {
             port
         };
-        let local = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
+        let local = SocketAddr::new(self.any_addr(), port);
         let id = SocketId(self.next_id);
         let backlog = backlog.min(SOMAXCONN);
         if let Err(e) = self.listeners.add(Listener::new(id, local, backlog, reuse)) {
@@ -962,6 +960,17 @@ impl NetStack {
             },
         );
         Ok(choice.port)
+    }
+
+    /// What a listening or bound socket's address shows: it takes every
+    /// address of the stack, both families when IPv6 is on (like Linux's
+    /// dual-stack `[::]` sockets).
+    fn any_addr(&self) -> IpAddr {
+        if self.cfg.addr6.is_some() {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        }
     }
 
     /// The port a listener listens on (for a listen on port 0: the chosen one).
@@ -1047,13 +1056,7 @@ impl NetStack {
         remote: SocketAddr,
         local_port: Option<u16>,
     ) -> io::Result<(SocketId, Quad)> {
-        let IpAddr::V4(remote_ip) = remote.ip() else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "IPv6 is not enabled on this stack",
-            ));
-        };
-        if !self.cfg.reaches(remote_ip) || remote.port() == 0 {
+        if !self.cfg.reaches_ip(remote.ip()) || remote.port() == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::NetworkUnreachable,
                 format!(
@@ -1067,7 +1070,12 @@ impl NetStack {
         if self.conns.len() >= self.cfg.max_sockets {
             return Err(io::Error::other("socket limit reached"));
         }
-        let local_ip = IpAddr::V4(self.cfg.addr);
+        let Some(local_ip) = self.cfg.own_addr_for(remote.ip()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "IPv6 is not enabled",
+            ));
+        };
         let quad_for = |port: u16| Quad::new(SocketAddr::new(local_ip, port), remote);
         let (port, choice_event) = match local_port {
             Some(0) | None => {
@@ -1120,7 +1128,7 @@ impl NetStack {
         self.engine
             .connect(
                 &mut socket,
-                (IpAddress::Ipv4(remote_ip), remote.port()),
+                (IpAddress::from(remote.ip()), remote.port()),
                 port,
             )
             .map_err(|e| io::Error::other(format!("connect: {e}")))?;
@@ -1343,7 +1351,7 @@ impl NetStack {
         } else {
             port
         };
-        let local = SocketAddr::new(IpAddr::V4(self.cfg.addr), port);
+        let local = SocketAddr::new(self.any_addr(), port);
         let id = SocketId(self.next_id);
         if let Err(e) = self.udp.bind(id, local, reuse) {
             if let ListenError::AddrInUse(_) = e {
@@ -1375,20 +1383,14 @@ impl NetStack {
         data: &[u8],
         to: SocketAddr,
     ) -> io::Result<usize> {
-        let IpAddr::V4(ip) = to.ip() else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "IPv6 is not enabled",
-            ));
-        };
-        if !self.cfg.reaches(ip) || to.port() == 0 {
+        if !self.cfg.reaches_ip(to.ip()) || to.port() == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::NetworkUnreachable,
-                format!("no route to {to}: the stack reaches only its own subnet"),
+                format!("no route to {to}: the stack reaches only its own subnets"),
             ));
         }
         let sock = self.udp.get_mut(id).ok_or_else(not_connected)?;
-        let endpoint = smoltcp::wire::IpEndpoint::new(IpAddress::Ipv4(ip), to.port());
+        let endpoint = smoltcp::wire::IpEndpoint::new(IpAddress::from(to.ip()), to.port());
         match sock.socket().send_slice(data, endpoint) {
             Ok(()) => {}
             Err(smoltcp::socket::udp::SendError::BufferFull) => {
@@ -1411,9 +1413,7 @@ impl NetStack {
         let sock = self.udp.get_mut(id).ok_or_else(not_connected)?;
         match sock.socket().recv_slice(buf) {
             Ok((n, meta)) => {
-                let from = match meta.endpoint.addr {
-                    IpAddress::Ipv4(a) => SocketAddr::new(IpAddr::V4(a), meta.endpoint.port),
-                };
+                let from = SocketAddr::new(IpAddr::from(meta.endpoint.addr), meta.endpoint.port);
                 Ok((n, from))
             }
             Err(smoltcp::socket::udp::RecvError::Exhausted) => {

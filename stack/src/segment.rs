@@ -13,9 +13,9 @@
 //! IPv4 fragments are dropped and counted: reassembly inside the engine would
 //! complete in whichever connection's socket set happened to be passed in.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use etherparse::{IpNumber, Ipv4Slice, TcpOptionElement, TcpSlice};
+use etherparse::{IpNumber, Ipv4Slice, Ipv6Slice, TcpOptionElement, TcpSlice};
 
 use crate::event::{DropReason, SynOptions};
 use crate::quad::Quad;
@@ -59,64 +59,119 @@ pub enum Inbound {
     Drop(DropReason),
 }
 
-/// Classifies one raw IP packet addressed (we hope) to `local`.
-pub fn classify(packet: &[u8], local: Ipv4Addr) -> Inbound {
-    match packet.first().map(|b| b >> 4) {
-        Some(4) => {}
-        Some(6) => return Inbound::Drop(DropReason::Ipv6),
-        _ => return Inbound::Drop(DropReason::Malformed),
-    }
-    let ip = match Ipv4Slice::from_slice(packet) {
-        Ok(ip) => ip,
-        Err(_) => return Inbound::Drop(DropReason::Malformed),
+/// The stack's own addresses: what a packet must be addressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local {
+    pub v4: Ipv4Addr,
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// The network layer of a packet, either family.
+struct Network<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: IpNumber,
+    payload: &'a [u8],
+}
+
+/// Parses and checks the IPv4 or IPv6 header; `Err` is why to drop.
+fn network(packet: &[u8], local: Local) -> Result<Network<'_>, DropReason> {
+    let net = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ip = Ipv4Slice::from_slice(packet).map_err(|_| DropReason::Malformed)?;
+            if internet_checksum(ip.header().slice()) != 0 {
+                return Err(DropReason::BadChecksum);
+            }
+            if ip.is_payload_fragmented() {
+                return Err(DropReason::Fragment);
+            }
+            let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
+            if dst.is_multicast() || dst.is_broadcast() {
+                return Err(DropReason::Multicast);
+            }
+            if dst != local.v4 {
+                return Err(DropReason::NotForUs);
+            }
+            if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src == dst {
+                return Err(DropReason::Malformed);
+            }
+            Network {
+                src: IpAddr::V4(src),
+                dst: IpAddr::V4(dst),
+                proto: ip.payload_ip_number(),
+                payload: ip.payload().payload,
+            }
+        }
+        Some(6) => {
+            let ip = Ipv6Slice::from_slice(packet).map_err(|_| DropReason::Malformed)?;
+            if ip.is_payload_fragmented() {
+                return Err(DropReason::Fragment);
+            }
+            let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
+            if dst.is_multicast() {
+                return Err(DropReason::Multicast);
+            }
+            match local.v6 {
+                None => return Err(DropReason::Ipv6),
+                Some(l) if l != dst => return Err(DropReason::NotForUs),
+                Some(_) => {}
+            }
+            if src.is_unspecified() || src.is_multicast() || src == dst {
+                return Err(DropReason::Malformed);
+            }
+            Network {
+                src: IpAddr::V6(src),
+                dst: IpAddr::V6(dst),
+                proto: ip.payload().ip_number,
+                payload: ip.payload().payload,
+            }
+        }
+        _ => return Err(DropReason::Malformed),
     };
-    let header = ip.header();
-    if internet_checksum(header.slice()) != 0 {
-        return Inbound::Drop(DropReason::BadChecksum);
-    }
-    if ip.is_payload_fragmented() {
-        return Inbound::Drop(DropReason::Fragment);
-    }
-    let (src, dst) = (header.source_addr(), header.destination_addr());
-    if dst != local {
-        return Inbound::Drop(DropReason::NotForUs);
-    }
-    let payload = ip.payload().payload;
-    match ip.payload_ip_number() {
+    Ok(net)
+}
+
+/// Classifies one raw IP packet addressed (we hope) to `local`.
+pub fn classify(packet: &[u8], local: Local) -> Inbound {
+    let net = match network(packet, local) {
+        Ok(n) => n,
+        Err(reason) => return Inbound::Drop(reason),
+    };
+    let (src, dst, payload) = (net.src, net.dst, net.payload);
+    match net.proto {
         IpNumber::TCP => {}
         IpNumber::UDP => {
             // The engine verifies the checksum; ports are all we need here.
             let (Some(sp), Some(dp)) = (payload.get(0..2), payload.get(2..4)) else {
                 return Inbound::Drop(DropReason::Malformed);
             };
-            if src.is_unspecified() || src.is_broadcast() || src.is_multicast() {
-                return Inbound::Drop(DropReason::Malformed);
-            }
             return Inbound::Udp(Quad::new(
-                SocketAddr::new(IpAddr::V4(dst), u16::from_be_bytes([dp[0], dp[1]])),
-                SocketAddr::new(IpAddr::V4(src), u16::from_be_bytes([sp[0], sp[1]])),
+                SocketAddr::new(dst, u16::from_be_bytes([dp[0], dp[1]])),
+                SocketAddr::new(src, u16::from_be_bytes([sp[0], sp[1]])),
             ));
         }
         IpNumber::ICMP if payload.first() == Some(&8) => return Inbound::Ping,
+        IpNumber::IPV6_ICMP if payload.first() == Some(&128) => return Inbound::Ping,
         _ => return Inbound::Engine,
     }
-    if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src == local {
-        return Inbound::Drop(DropReason::Malformed);
-    }
-    let tcp = match TcpSlice::from_slice(ip.payload().payload) {
+    let tcp = match TcpSlice::from_slice(payload) {
         Ok(tcp) => tcp,
         Err(_) => return Inbound::Drop(DropReason::Malformed),
     };
-    match tcp.calc_checksum_ipv4(header.source(), header.destination()) {
-        Ok(sum) if sum == tcp.checksum() => {}
-        _ => return Inbound::Drop(DropReason::BadChecksum),
+    let sum = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => tcp.calc_checksum_ipv4(s.octets(), d.octets()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => tcp.calc_checksum_ipv6(s.octets(), d.octets()),
+        _ => return Inbound::Drop(DropReason::Malformed),
+    };
+    if sum.ok() != Some(tcp.checksum()) {
+        return Inbound::Drop(DropReason::BadChecksum);
     }
     if tcp.source_port() == 0 || tcp.destination_port() == 0 {
         return Inbound::Drop(DropReason::Malformed);
     }
     let quad = Quad::new(
-        SocketAddr::new(IpAddr::V4(dst), tcp.destination_port()),
-        SocketAddr::new(IpAddr::V4(src), tcp.source_port()),
+        SocketAddr::new(dst, tcp.destination_port()),
+        SocketAddr::new(src, tcp.source_port()),
     );
     let mut options = SynOptions::default();
     let mut tsval = None;
@@ -164,13 +219,18 @@ pub struct Outbound {
     pub ack_number: u32,
 }
 
-/// Reads an outgoing IPv4 packet's TCP flags, if it is TCP.
+/// Reads an outgoing packet's TCP flags, if it is TCP (the engine sends
+/// no IPv6 extension headers).
 pub fn outbound(packet: &[u8]) -> Option<Outbound> {
-    let ihl = usize::from(*packet.first()? & 0x0f) * 4;
-    if *packet.get(9)? != 6 {
+    let (header, proto) = match *packet.first()? >> 4 {
+        4 => (usize::from(packet[0] & 0x0f) * 4, *packet.get(9)?),
+        6 => (40, *packet.get(6)?),
+        _ => return None,
+    };
+    if proto != 6 {
         return None;
     }
-    let tcp = packet.get(ihl..ihl + 14)?;
+    let tcp = packet.get(header..header + 14)?;
     let flags = tcp[13];
     Some(Outbound {
         fin: flags & 0x01 != 0,
@@ -178,6 +238,32 @@ pub fn outbound(packet: &[u8]) -> Option<Outbound> {
         rst: flags & 0x04 != 0,
         ack_number: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
     })
+}
+
+/// Classifies a packet the stack is sending, as if it arrived at its
+/// destination (for the stories: its flags, numbers and options).
+pub fn classify_outbound(packet: &[u8]) -> Inbound {
+    let local = match packet.first().map(|b| b >> 4) {
+        Some(4) => match packet.get(16..20) {
+            Some(d) => Local {
+                v4: Ipv4Addr::new(d[0], d[1], d[2], d[3]),
+                v6: None,
+            },
+            None => return Inbound::Drop(DropReason::Malformed),
+        },
+        Some(6) => match packet
+            .get(24..40)
+            .and_then(|d| <[u8; 16]>::try_from(d).ok())
+        {
+            Some(d) => Local {
+                v4: Ipv4Addr::UNSPECIFIED,
+                v6: Some(Ipv6Addr::from(d)),
+            },
+            None => return Inbound::Drop(DropReason::Malformed),
+        },
+        _ => return Inbound::Drop(DropReason::Malformed),
+    };
+    classify(packet, local)
 }
 
 /// The Internet checksum (RFC 1071) of `data`; 0 when a header's own
@@ -207,10 +293,13 @@ mod tests {
     use super::*;
     use etherparse::PacketBuilder;
 
-    const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const LOCAL: Local = Local {
+        v4: Ipv4Addr::new(10, 0, 0, 2),
+        v6: None,
+    };
 
     fn syn_bytes() -> Vec<u8> {
-        let b = PacketBuilder::ipv4([10, 0, 0, 1], LOCAL.octets(), 64)
+        let b = PacketBuilder::ipv4([10, 0, 0, 1], LOCAL.v4.octets(), 64)
             .tcp(40000, 80, 1000, 64240)
             .syn()
             .options(&[

@@ -13,6 +13,8 @@ use smoltcp::time::{Duration, Instant};
 
 const STACK: [u8; 4] = [10, 0, 0, 2];
 const CLIENT: [u8; 4] = [10, 0, 0, 1];
+const STACK6: [u8; 16] = [0xfd, 0x70, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const CLIENT6: [u8; 16] = [0xfd, 0x70, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// A segment as the stack sent it.
 #[derive(Debug, Clone)]
@@ -167,9 +169,18 @@ struct Client {
     /// Next sequence number expected from the stack.
     ack: u32,
     dst: u16,
+    /// Over IPv6 (from CLIENT6 to STACK6).
+    v6: bool,
 }
 
 impl Client {
+    fn v6(port: u16) -> Client {
+        Client {
+            v6: true,
+            ..Client::new(port)
+        }
+    }
+
     fn new(port: u16) -> Client {
         Client::to(port, 80)
     }
@@ -182,10 +193,17 @@ impl Client {
             seq: isn,
             ack: 0,
             dst,
+            v6: false,
         }
     }
 
     fn quad(&self) -> Quad {
+        if self.v6 {
+            return Quad::new(
+                SocketAddr::from((STACK6, self.dst)),
+                SocketAddr::from((CLIENT6, self.port)),
+            );
+        }
         Quad::new(
             SocketAddr::from((STACK, self.dst)),
             SocketAddr::from((CLIENT, self.port)),
@@ -205,7 +223,11 @@ impl Client {
         seq: u32,
         payload: &[u8],
     ) -> Vec<u8> {
-        let b = PacketBuilder::ipv4(CLIENT, STACK, 64).tcp(self.port, self.dst, seq, 64240);
+        let b = if self.v6 {
+            PacketBuilder::ipv6(CLIENT6, STACK6, 64).tcp(self.port, self.dst, seq, 64240)
+        } else {
+            PacketBuilder::ipv4(CLIENT, STACK, 64).tcp(self.port, self.dst, seq, 64240)
+        };
         let b = f(b);
         let mut v = Vec::new();
         b.write(&mut v, payload).unwrap();
@@ -1040,4 +1062,68 @@ fn pings_are_answered_and_counted() {
     let ihl = usize::from(reply[0] & 0x0f) * 4;
     assert_eq!(reply[ihl], 0, "echo reply");
     assert_eq!(lab.stack.stats().pings, 1);
+}
+
+// ----- IPv6 ---------------------------------------------------------------------
+
+fn lab6() -> Lab {
+    Lab::with(|c| c.addr6 = Some(STACK6.into()))
+}
+
+#[test]
+fn ipv6_handshake_gives_an_ipv6_four_tuple() {
+    let mut lab = lab6();
+    lab.listen(80, 16);
+    let mut c = Client::v6(51234);
+    lab.connect(&mut c);
+    let (_, quad) = lab.accept();
+    assert_eq!(quad, c.quad());
+    assert_eq!(quad.to_string(), "[fd70::2]:80 <- [fd70::1]:51234");
+    // v4 and v6 clients on the same port are different connections.
+    let mut c4 = Client::new(51234);
+    lab.connect(&mut c4);
+    let (_, q4) = lab.accept();
+    assert_ne!(q4, quad);
+}
+
+#[test]
+fn ipv6_segment_to_a_closed_port_gets_a_reset() {
+    let mut lab = lab6();
+    let c = Client {
+        dst: 81,
+        ..Client::v6(40000)
+    };
+    lab.send(c.syn());
+    let rst = lab.expect();
+    assert!(rst.rst && rst.ack == c.isn + 1);
+}
+
+#[test]
+fn ipv6_without_an_ipv6_address_is_dropped_and_counted() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    lab.send(Client::v6(40000).syn());
+    lab.expect_nothing();
+    assert_eq!(lab.stack.stats().packets_dropped, 1);
+}
+
+#[test]
+fn udp_over_ipv6_reaches_the_same_port() {
+    let mut lab = lab6();
+    let id = lab.stack.udp_bind(lab.now, 7, false).unwrap();
+    let mut v = Vec::new();
+    PacketBuilder::ipv6(CLIENT6, STACK6, 64)
+        .udp(40000, 7)
+        .write(&mut v, b"six")
+        .unwrap();
+    lab.send(v);
+    let mut buf = [0u8; 8];
+    let (n, from) = lab.stack.udp_recv_from(id, &mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], from),
+        (&b"six"[..], SocketAddr::from((CLIENT6, 40000)))
+    );
+    lab.stack.udp_send_to(lab.now, id, b"back", from).unwrap();
+    let reply = raw(&mut lab);
+    assert_eq!(reply[0] >> 4, 6);
 }
