@@ -14,7 +14,7 @@ TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits devi
        model_thread_per_connection model_one_at_a_time model_single model_workers model_reuseport model_event_loop
        backlog_overflow_drop backlog_overflow_rst pcap
        ss_listener_queues ss_thousand browser_page browser_parallel terminal_output
-       udp_echo udp_readers ping_and_unreachable)
+       udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -657,6 +657,58 @@ except socket.timeout:
     [ "$pings" = 3 ] || fail "the stack counted $pings pings, want 3" || return 1
     grep -qi icmp "$EV" && { fail "pings were logged one by one"; return 1; }
     ok "ping answered (counted, not logged); UDP to a closed port: ICMP port unreachable, 'connection refused'"
+}
+
+ADDR6=fd70:6c61:6200::2
+
+test_ipv6_curl_20() {
+    setup ipv6_curl_20
+    local out="$LAB_TMP/curl6.txt" pids=()
+    for i in $(seq 20); do
+        in_ns curl -s -m 20 -g -o /dev/null -w '%{http_code} %{local_ip} %{local_port}\n' "http://[$ADDR6]/" >>"$out" &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    local oks tuples page
+    oks=$(grep -c '^200 ' "$out")
+    tuples=$(grep '"event":"socket_created"' "$EV" | grep -c '"remote":"\[fd70:6c61:6200::1\]:')
+    [ "$oks" = 20 ] || fail "$oks of 20 IPv6 requests got 200" || return 1
+    [ "$(events "$EV" ports socket_created | wc -l)" = 20 ] || fail "want 20 distinct client ports" || return 1
+    [ "$tuples" = 20 ] || fail "$tuples socket_created events with an IPv6 remote, want 20" || return 1
+    page=$(in_ns curl -s -m 5 -g "http://[$ADDR6]/" | grep -o 'You are <b>[^<]*</b> talking to <b>[^<]*</b>')
+    echo "    page over IPv6: $page"
+    echo "$page" | grep -q '\[fd70:6c61:6200::1\]:[0-9]*</b> talking to <b>\[fd70:6c61:6200::2\]:80' \
+        || fail "the page does not show the IPv6 4-tuple" || return 1
+    ok "20 concurrent IPv6 curls: 20 distinct IPv6 4-tuples, events in [addr]:port form"
+}
+
+test_ipv6_udp_and_ping() {
+    setup ipv6_udp_and_ping
+    in_ns ping -6 -c 3 -i 0.2 -W 2 "$ADDR6" >/dev/null || fail "ping -6 got no answer" || return 1
+    local out
+    out=$(in_ns python3 - "$ADDR6" <<'PY'
+import socket, sys
+ok = 0
+for i in range(5):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b"six %d" % i, (sys.argv[1], 7))
+    ok += s.recvfrom(100)[0] == b"six %d" % i
+c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+c.settimeout(2)
+c.connect((sys.argv[1], 9))
+c.send(b"x")
+try:
+    c.recv(10)
+    closed = "answered"
+except ConnectionRefusedError:
+    closed = "refused"
+print(f"{ok} of 5 echoed, closed port {closed}")
+PY
+)
+    echo "    $out"
+    [ "$out" = "5 of 5 echoed, closed port refused" ] || fail "UDP over IPv6: $out" || return 1
+    ok "ping -6 answered; UDP echo over IPv6; port unreachable over IPv6"
 }
 
 run=("$@")
