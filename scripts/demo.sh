@@ -79,6 +79,32 @@ for s in held + [s]:
     s.close()
 PY
 
+echo
+echo "== the same over IPv6: curl -g 'http://[fd70:6c61:6200::2]/'"
+in_ns curl -s -m 10 -g "http://[fd70:6c61:6200::2]/connections.json" | python3 -c '
+import json, sys
+y = json.load(sys.stdin)["you"]
+print("   curl -6: you are %s talking to %s  (socket #%s)" % (y["remote"], y["local"], y["id"]))'
+
+echo
+echo "== UDP has no connections: 6 senders to the echo service on port 7, read by 2 readers"
+in_ns python3 - "$ADDR" <<'PY'
+import socket, sys
+for i in range(6):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b"hello", (sys.argv[1], 7))
+    s.recvfrom(100)
+PY
+python3 - "$EV" <<'PY'
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1])]
+readers = {e["id"]: e["detail"].split()[0] for e in events if e["event"] == "udp_reader"}
+for e in events:
+    if e["event"] == "udp_flow":
+        print(f"   sender {e['remote']:<20} -> {readers.get(e['id'], e['id'])} (a hash of the sender picks the reader)")
+PY
+
 CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
 if [ -n "$CHROMIUM" ]; then
     echo
@@ -111,7 +137,10 @@ cat <<'EOT'
      current Linux steps through it and prefers even ports for connect): a
      second tab is a second port.
    * The stack found each segment's connection by looking up its 4-tuple, so
-     many connections share port 80 without ever being confused.
+     many connections share port 80 without ever being confused. IPv6 is the
+     same story with longer addresses.
+   * UDP has no connections and no accept: several readers on one port is a
+     load-balancing choice, made here by a hash of each sender.
    Run it yourself: sudo target/release/portlab serve, then open
    http://10.203.80.2/ in a browser on this machine.
 EOT
