@@ -721,6 +721,26 @@ impl UdpSocket {
             .set_served_by(self.id, name.to_string());
     }
 
+    /// Connects the socket to `peer`: it then receives only from `peer`
+    /// (its 4-tuple is its own), and `send`/`recv` need no address.
+    pub fn connect(&self, peer: SocketAddr) -> io::Result<()> {
+        live(&self.shared)?.net.udp_connect(self.id, peer)
+    }
+
+    /// Sends one datagram to the connected peer.
+    pub fn send(&self, data: &[u8]) -> io::Result<usize> {
+        let peer = live(&self.shared)?
+            .net
+            .udp_peer(self.id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?;
+        self.send_to(data, peer)
+    }
+
+    /// Receives one datagram from the connected peer.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_from(buf).map(|(n, _)| n)
+    }
+
     /// Sends one datagram to `to` (waits while the send buffer is full).
     pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
         let id = self.id;

@@ -1404,6 +1404,23 @@ impl NetStack {
         Ok(data.len())
     }
 
+    /// Connects a UDP socket to `peer`: it then receives only from `peer`,
+    /// and `udp_send_to` may name `peer` implicitly (see `udp_peer`).
+    pub fn udp_connect(&mut self, id: SocketId, peer: SocketAddr) -> io::Result<()> {
+        if !self.cfg.reaches_ip(peer.ip()) || peer.port() == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NetworkUnreachable,
+                format!("no route to {peer}"),
+            ));
+        }
+        self.udp.connect(id, peer).map_err(io::Error::from)
+    }
+
+    /// The peer of a connected UDP socket.
+    pub fn udp_peer(&mut self, id: SocketId) -> Option<SocketAddr> {
+        self.udp.get_mut(id).and_then(|s| s.peer)
+    }
+
     /// Receives one datagram. `WouldBlock` when none is waiting.
     pub fn udp_recv_from(
         &mut self,
@@ -1548,13 +1565,16 @@ impl NetStack {
             });
         }
         for u in self.udp.iter() {
+            let unspecified = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
             sockets.push(SocketInfo {
                 id: u.id,
-                quad: Quad::new(
-                    u.local,
-                    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
-                ),
-                state: "UNCONN".into(),
+                quad: Quad::new(u.local, u.peer.unwrap_or(unspecified)),
+                state: if u.peer.is_some() {
+                    "ESTABLISHED"
+                } else {
+                    "UNCONN"
+                }
+                .into(),
                 owner: "udp",
                 accepted_by: None,
                 served_by: u.served_by.clone(),

@@ -169,7 +169,7 @@ impl Table {
                 s.recv_queue,
                 s.send_queue,
                 s.quad.local,
-                if s.owner == "udp" {
+                if s.owner == "udp" && s.state == "UNCONN" {
                     "*".to_string()
                 } else {
                     s.quad.remote.to_string()

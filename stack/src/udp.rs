@@ -9,6 +9,11 @@
 //! datagram is picked by a keyed hash of the sender's address and port, so one
 //! sender always lands on the same reader.
 //!
+//! A socket may also be *connected* to one peer: then the 4-tuple (its
+//! port, the peer) is its own, datagrams from that peer go to it before any
+//! group member, and datagrams from anyone else never reach it — the same
+//! 4-tuple demux as TCP, without a handshake.
+//!
 //! A datagram to a port with no socket is answered with ICMP port
 //! unreachable (what `nc -u` reports as "connection refused"), at most
 //! [`UNREACHABLE_PER_SECOND`] per second, as Linux rate-limits ICMP.
@@ -43,6 +48,8 @@ pub struct UdpSock {
     pub sent: u64,
     /// The thread reading it, when the application said so.
     pub served_by: Option<String>,
+    /// The one peer it talks to, once connected.
+    pub peer: Option<SocketAddr>,
     senders: HashSet<SocketAddr>,
 }
 
@@ -62,6 +69,8 @@ impl UdpSock {
 pub struct Udp {
     socks: HashMap<SocketId, UdpSock>,
     ports: HashMap<u16, Vec<SocketId>>,
+    /// Connected sockets by (local port, peer) — checked first.
+    connected: HashMap<(u16, SocketAddr), SocketId>,
     key: (u64, u64),
     /// Token bucket for port unreachable messages.
     tokens: f64,
@@ -73,6 +82,7 @@ impl Udp {
         Udp {
             socks: HashMap::new(),
             ports: HashMap::new(),
+            connected: HashMap::new(),
             key: (seed.rotate_left(29) ^ 0x0d9, seed ^ 0x7),
             tokens: f64::from(UNREACHABLE_PER_SECOND),
             last: now,
@@ -122,15 +132,36 @@ impl Udp {
                 received: 0,
                 sent: 0,
                 served_by: None,
+                peer: None,
                 senders: HashSet::new(),
             },
         );
         Ok(())
     }
 
+    /// Connects socket `id` to `peer`: from now on it only talks to `peer`.
+    pub fn connect(&mut self, id: SocketId, peer: SocketAddr) -> Result<(), ListenError> {
+        let Some(sock) = self.socks.get_mut(&id) else {
+            return Err(ListenError::InvalidPort);
+        };
+        let port = sock.local.port();
+        match self.connected.get(&(port, peer)) {
+            Some(other) if *other != id => return Err(ListenError::AddrInUse(port)),
+            _ => {}
+        }
+        if let Some(old) = sock.peer.replace(peer) {
+            self.connected.remove(&(port, old));
+        }
+        self.connected.insert((port, peer), id);
+        Ok(())
+    }
+
     pub fn close(&mut self, id: SocketId) -> Option<UdpSock> {
         let s = self.socks.remove(&id)?;
         let port = s.local.port();
+        if let Some(peer) = s.peer {
+            self.connected.remove(&(port, peer));
+        }
         if let Some(m) = self.ports.get_mut(&port) {
             m.retain(|x| *x != id);
             if m.is_empty() {
@@ -144,14 +175,25 @@ impl Udp {
         self.ports.contains_key(&port)
     }
 
-    /// The socket that gets a datagram: the only one on the port, or the
-    /// group member picked by a hash of the sender.
+    /// The socket that gets a datagram: a socket connected to its sender,
+    /// else the only unconnected one on the port, or the unconnected group
+    /// member picked by a hash of the sender.
     pub fn pick(&self, quad: &Quad) -> Option<SocketId> {
-        let members = self.ports.get(&quad.local.port())?;
-        match members.len() {
+        let port = quad.local.port();
+        if let Some(id) = self.connected.get(&(port, quad.remote)) {
+            return Some(*id);
+        }
+        let open: Vec<SocketId> = self
+            .ports
+            .get(&port)?
+            .iter()
+            .copied()
+            .filter(|m| self.socks.get(m).is_some_and(|s| s.peer.is_none()))
+            .collect();
+        match open.len() {
             0 => None,
-            1 => Some(members[0]),
-            n => Some(members[(flow_hash(self.key, quad) % n as u64) as usize]),
+            1 => Some(open[0]),
+            n => Some(open[(flow_hash(self.key, quad) % n as u64) as usize]),
         }
     }
 

@@ -1127,3 +1127,34 @@ fn udp_over_ipv6_reaches_the_same_port() {
     let reply = raw(&mut lab);
     assert_eq!(reply[0] >> 4, 6);
 }
+
+#[test]
+fn a_connected_udp_socket_gets_its_peer_and_only_its_peer() {
+    let mut lab = Lab::new();
+    let open = lab.stack.udp_bind(lab.now, 53, true).unwrap();
+    let conn = lab.stack.udp_bind(lab.now, 53, true).unwrap();
+    lab.stack.udp_connect(conn, remote(5000)).unwrap();
+    lab.send(datagram(5000, 53, b"from the peer"));
+    lab.send(datagram(6000, 53, b"from someone else"));
+    let mut buf = [0u8; 32];
+    let (n, from) = lab.stack.udp_recv_from(conn, &mut buf).unwrap();
+    assert_eq!((&buf[..n], from.port()), (&b"from the peer"[..], 5000));
+    let (n, from) = lab.stack.udp_recv_from(open, &mut buf).unwrap();
+    assert_eq!((&buf[..n], from.port()), (&b"from someone else"[..], 6000));
+    assert!(
+        lab.stack.udp_recv_from(conn, &mut buf).is_err(),
+        "nothing else for the connected one"
+    );
+    // The table shows the connected socket with its peer.
+    let row = lab
+        .stack
+        .table()
+        .sockets
+        .into_iter()
+        .find(|s| s.id == conn)
+        .unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.quad.remote),
+        ("ESTABLISHED", remote(5000))
+    );
+}
