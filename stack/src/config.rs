@@ -50,6 +50,10 @@ pub struct NetConfig {
     pub syn_timeout: Duration,
     /// How long the stack keeps a 4-tuple in TIME-WAIT after closing first.
     pub time_wait: Duration,
+    /// How long a connection the application has closed may take to finish
+    /// closing (a peer that vanished never acknowledges our FIN) before it is
+    /// reset and freed — Linux's `tcp_fin_timeout` and orphan retries.
+    pub orphan_timeout: Duration,
     /// Receive buffer per connection, bytes.
     pub rx_buffer: usize,
     /// Send buffer per connection, bytes.
@@ -81,6 +85,7 @@ impl NetConfig {
             syn_queue_cap: 1024,
             syn_timeout: Duration::from_secs(30),
             time_wait: Duration::from_secs(10),
+            orphan_timeout: Duration::from_secs(60),
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
             max_sockets: 16 * 1024,

@@ -84,6 +84,8 @@ pub enum RstReason {
     Aborted,
     /// The stack shut down and the peer did not finish closing in time.
     Shutdown,
+    /// The application closed the socket and the peer never finished the close.
+    OrphanTimeout,
     /// The engine rejected a segment on this connection (e.g. an unacceptable ACK).
     Engine,
 }
@@ -98,6 +100,7 @@ impl RstReason {
             RstReason::UnreadData => "closed with unread data",
             RstReason::Aborted => "aborted by application",
             RstReason::Shutdown => "stack shutdown",
+            RstReason::OrphanTimeout => "closed socket timed out",
             RstReason::Engine => "rejected by engine",
         }
     }

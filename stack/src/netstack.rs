@@ -104,6 +104,8 @@ struct Conn {
     read_closed: bool,
     accepted_by: Option<String>,
     served_by: Option<String>,
+    /// When the application let go of it (see `NetConfig::orphan_timeout`).
+    orphaned_at: Option<Instant>,
 }
 
 impl Conn {
@@ -464,6 +466,7 @@ impl NetStack {
                 read_closed: false,
                 accepted_by: None,
                 served_by: None,
+                orphaned_at: None,
             },
         );
         if let Some(l) = self.listeners.get_mut(listener_id) {
@@ -569,6 +572,13 @@ impl NetStack {
         };
         if conn.state == TcpState::SynReceived && now >= conn.created + self.cfg.syn_timeout {
             self.free(now, id, Closer::Timeout);
+            return;
+        }
+        if conn
+            .orphaned_at
+            .is_some_and(|t| now >= t + self.cfg.orphan_timeout)
+        {
+            self.abort(now, id, RstReason::OrphanTimeout);
             return;
         }
         if let Some(sockets) = conn.sockets.as_mut() {
@@ -753,8 +763,12 @@ impl NetStack {
                 return;
             }
         }
-        if conn.state == TcpState::SynReceived {
-            let expiry = conn.created + self.cfg.syn_timeout;
+        let own = match (conn.state, conn.orphaned_at) {
+            (TcpState::SynReceived, _) => Some(conn.created + self.cfg.syn_timeout),
+            (_, Some(t)) => Some(t + self.cfg.orphan_timeout),
+            _ => None,
+        };
+        if let Some(expiry) = own {
             at = Some(at.map_or(expiry, |t| t.min(expiry)));
         }
         self.timers.set(TimerKey::Conn(id), at);
@@ -1154,6 +1168,7 @@ impl NetStack {
                 read_closed: false,
                 accepted_by: None,
                 served_by: None,
+                orphaned_at: None,
             },
         );
         self.stats.sockets_created += 1;
@@ -1315,6 +1330,7 @@ impl NetStack {
             return;
         };
         conn.owner = Owner::Orphan;
+        conn.orphaned_at = Some(now);
         let Some(socket) = conn.socket() else {
             self.conns.remove(&id);
             return;

@@ -1158,3 +1158,22 @@ fn a_connected_udp_socket_gets_its_peer_and_only_its_peer() {
         ("ESTABLISHED", remote(5000))
     );
 }
+
+#[test]
+fn a_closed_socket_whose_peer_vanished_is_reset_and_freed() {
+    let (mut lab, _c, id) = accepted(45900);
+    lab.stack.close(lab.now, id);
+    assert!(lab.expect().fin);
+    // The peer never answers: retransmissions, then the orphan timeout.
+    for _ in 0..70 {
+        lab.advance(Duration::from_secs(1));
+    }
+    assert!(lab.stack.table().sockets.is_empty());
+    assert!(lab.take_events().iter().any(|e| matches!(
+        e,
+        Event::RstSent {
+            reason: RstReason::OrphanTimeout,
+            ..
+        }
+    )));
+}
