@@ -148,6 +148,8 @@ pub enum Closer {
     Reset,
     /// A half-open connection expired in SYN-RECEIVED.
     Timeout,
+    /// A half-open connection was evicted to make room in a full SYN queue.
+    Evicted,
 }
 
 impl Closer {
@@ -157,6 +159,7 @@ impl Closer {
             Closer::Remote => "remote",
             Closer::Reset => "reset",
             Closer::Timeout => "timeout",
+            Closer::Evicted => "evicted",
         }
     }
 }
@@ -462,6 +465,7 @@ impl Record {
                 Closer::Remote => "closed (peer closed first)".into(),
                 Closer::Reset => "closed by reset".into(),
                 Closer::Timeout => "closed: handshake timed out".into(),
+                Closer::Evicted => "closed: evicted from a full SYN queue".into(),
             },
             Event::TimeWaitExpired { .. } => "TIME-WAIT over, 4-tuple free".into(),
             Event::TimeWaitReused { .. } => "new SYN reuses a TIME-WAIT 4-tuple".into(),

@@ -418,6 +418,20 @@ impl NetStack {
         let Some(listener) = self.listeners.get(listener_id) else {
             return;
         };
+        // A full SYN queue makes room by evicting its oldest half-open
+        // connection: under a SYN flood (the engine has no SYN cookies) new
+        // clients keep getting in while the flood's entries age out.
+        let evict = (listener.syn_queue.len() >= self.cfg.syn_queue_cap)
+            .then(|| listener.syn_queue.first().copied())
+            .flatten();
+        if let Some(oldest) = evict
+            && !listener.accept_queue_full()
+        {
+            self.free(now, oldest, Closer::Evicted);
+        }
+        let Some(listener) = self.listeners.get(listener_id) else {
+            return;
+        };
         let drop = if listener.accept_queue_full() {
             Some(SynDropReason::AcceptQueueFull)
         } else if listener.syn_queue.len() >= self.cfg.syn_queue_cap {

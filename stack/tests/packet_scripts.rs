@@ -1177,3 +1177,21 @@ fn a_closed_socket_whose_peer_vanished_is_reset_and_freed() {
         }
     )));
 }
+
+#[test]
+fn a_full_syn_queue_evicts_its_oldest_half_open_connection() {
+    let mut lab = Lab::with(|c| c.syn_queue_cap = 4);
+    lab.listen(80, 16);
+    for port in 47000..47004 {
+        lab.send(Client::new(port).syn());
+    }
+    while lab.recv().is_some() {}
+    // A fifth client still gets in; the oldest half-open one is gone.
+    let mut late = Client::new(47100);
+    lab.connect(&mut late);
+    assert_eq!(lab.accept().1, late.quad());
+    let ports: Vec<u16> = lab.stack.table().sockets.iter().map(|s| s.quad.remote.port()).collect();
+    assert!(!ports.contains(&47000), "{ports:?}");
+    assert!(lab.take_events().iter().any(|e| matches!(e, Event::Closed { by: Closer::Evicted, .. })));
+    assert!(lab.stack.table().listeners[0].syn_queue <= 4);
+}
