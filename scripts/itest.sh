@@ -14,7 +14,8 @@ TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits devi
        model_thread_per_connection model_one_at_a_time model_single model_workers model_reuseport model_event_loop
        backlog_overflow_drop backlog_overflow_rst pcap
        ss_listener_queues ss_thousand browser_page browser_parallel terminal_output
-       udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping)
+       udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping
+       lossy_link)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -709,6 +710,34 @@ PY
     echo "    $out"
     [ "$out" = "5 of 5 echoed, closed port refused" ] || fail "UDP over IPv6: $out" || return 1
     ok "ping -6 answered; UDP echo over IPv6; port unreachable over IPv6"
+}
+
+# lossy_fetch BYTES: fetch /bytes?n=BYTES, print "sha256 seconds".
+lossy_fetch() {
+    local t0 t1 sum
+    t0=$(date +%s.%N)
+    sum=$(in_ns curl -s -m 240 "http://$ADDR/bytes?n=$1" | sha256sum | cut -d' ' -f1)
+    t1=$(date +%s.%N)
+    echo "$sum $(python3 -c "print(f'{$t1 - $t0:.1f}')")"
+}
+
+expected_sha() {
+    python3 -c "import hashlib; print(hashlib.sha256(bytes(((i*31+7)%251) for i in range($1))).hexdigest())"
+}
+
+test_lossy_link() {
+    setup lossy_link --drop 5 --reorder 5 --duplicate 1 --corrupt 1
+    local got
+    got=$(lossy_fetch 1048576)
+    echo "    1 MiB through 5% drop, 5% reorder, 1% duplicate, 1% corrupt (each way): ${got#* } s"
+    [ "${got%% *}" = "$(expected_sha 1048576)" ] || fail "sha256 differs: the application got wrong bytes" || return 1
+    portlab_stop INT
+    grep -o 'lossy link.*' "$LOG" | sed 's/^/    /' | cut -c1-160
+    setup lossy_link_30 --drop 30
+    got=$(lossy_fetch 131072)
+    echo "    128 KiB through 30% drop each way: ${got#* } s"
+    [ "${got%% *}" = "$(expected_sha 131072)" ] || fail "sha256 differs at 30% drop" || return 1
+    ok "every byte arrived intact through a lossy link (sha256 identical)"
 }
 
 run=("$@")

@@ -166,6 +166,26 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
+    /// A lossy link: drop this percentage of packets, in each direction.
+    #[arg(long, default_value_t = 0.0, value_name = "PCT")]
+    pub drop: f64,
+
+    /// Send this percentage of packets twice.
+    #[arg(long, default_value_t = 0.0, value_name = "PCT")]
+    pub duplicate: f64,
+
+    /// Hold back this percentage of packets behind the next one.
+    #[arg(long, default_value_t = 0.0, value_name = "PCT")]
+    pub reorder: f64,
+
+    /// Flip one bit in this percentage of packets (checksums catch it).
+    #[arg(long, default_value_t = 0.0, value_name = "PCT")]
+    pub corrupt: f64,
+
+    /// Seed of the lossy link's decisions (the same seed, the same faults).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub fault_seed: u64,
+
     /// The control socket that 'portlab ss' asks [default:
     /// /run/portlab/<tun>-<netns>.sock as root].
     #[arg(long, value_name = "PATH")]
@@ -401,6 +421,13 @@ impl DeviceArgs {
             events,
             pcap,
             control: self.control.clone(),
+            faults: portlab::faults::FaultConfig {
+                drop: self.drop.clamp(0.0, 100.0),
+                duplicate: self.duplicate.clamp(0.0, 100.0),
+                reorder: self.reorder.clamp(0.0, 100.0),
+                corrupt: self.corrupt.clamp(0.0, 100.0),
+                seed: self.fault_seed,
+            },
         })
     }
 }

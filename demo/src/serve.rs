@@ -27,7 +27,8 @@ pub struct Server {
 pub fn serve_connection(server: &Server, stream: TcpStream) {
     let header_timeout = server.header_timeout;
     stream.set_read_timeout(Some(header_timeout));
-    stream.set_write_timeout(Some(Duration::from_secs(30)));
+    // Generous: on a lossy link a retransmission can back off for a minute.
+    stream.set_write_timeout(Some(Duration::from_secs(120)));
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     loop {
         let req = match read_request(&stream, &mut buf) {
@@ -194,6 +195,18 @@ fn route(stack: &Stack, model: &str, stream: &TcpStream, req: &Request) -> Respo
             } else {
                 Response::new(200, "OK", "application/json", view.json().into_bytes())
             }
+        }
+        "/bytes" => {
+            // N deterministic bytes (at most 256 MiB), for transfers through
+            // a lossy link: byte i is i*31+7 mod 251.
+            let n = req
+                .target
+                .split_once("?n=")
+                .and_then(|(_, n)| n.parse::<usize>().ok())
+                .unwrap_or(1 << 20)
+                .min(256 << 20);
+            let body: Vec<u8> = (0..n).map(|i| ((i * 31 + 7) % 251) as u8).collect();
+            Response::new(200, "OK", "application/octet-stream", body)
         }
         "/parallel" => Response::new(
             200,

@@ -18,6 +18,7 @@
 //! * [`story`] — each connection's story: its events, handshake and teardown;
 //! * [`pcap`] — packet capture for Wireshark;
 //! * [`device`] — the TUN device and its configuration;
+//! * [`faults`] — a lossy link inside our device layer (drop, duplicate, reorder, corrupt);
 //! * [`control`] — the control socket that `portlab ss` asks;
 //! * [`runtime`] — the thread that owns the device, the clock and the core;
 //! * [`net`] — the std::net-like blocking API: `Stack`, `TcpListener`, `TcpStream`.
@@ -28,6 +29,7 @@ pub mod demux;
 pub mod device;
 pub mod engine;
 pub mod event;
+pub mod faults;
 pub mod listener;
 pub mod net;
 pub mod netstack;

@@ -50,6 +50,8 @@ pub struct StackConfig {
     pub pcap: Option<Box<dyn Write + Send>>,
     /// The control socket's path (`None`: the default, see `control`).
     pub control: Option<std::path::PathBuf>,
+    /// A lossy link in the device layer (none by default).
+    pub faults: crate::faults::FaultConfig,
 }
 
 /// The default lab prefix: unlikely to clash with home or office networks.
@@ -80,6 +82,7 @@ impl Default for StackConfig {
             events: None,
             pcap: None,
             control: None,
+            faults: Default::default(),
         }
     }
 }
@@ -172,9 +175,10 @@ impl Stack {
             ))
         })?;
         let s2 = shared.clone();
+        let faults = config.faults;
         let thread = std::thread::Builder::new()
             .name("portlab-runtime".into())
-            .spawn(move || runtime::run(s2, device, sink))
+            .spawn(move || runtime::run(s2, device, sink, faults))
             .map_err(StartError::Io)?;
         Ok(Stack {
             shared,

@@ -26,6 +26,7 @@ use smoltcp::time::Instant;
 
 use crate::device::TunDevice;
 use crate::event::Record;
+use crate::faults::{FaultConfig, Faults};
 use crate::netstack::{Captured, NetStack, Ready};
 use crate::pcap::PcapWriter;
 
@@ -310,8 +311,13 @@ impl Shared {
 const READ_BATCH: usize = 256;
 
 /// The runtime thread's loop. Returns when the stack has stopped.
-pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink) {
+pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink, faults: FaultConfig) {
     let mut buf = vec![0u8; 65536];
+    // The lossy link, when asked for: one injector per direction.
+    let mut lossy = faults
+        .any()
+        .then(|| (Faults::new(faults, 1), Faults::new(faults, 2)));
+    let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut records = Vec::new();
     let mut captured = Vec::new();
     let mut ready = Vec::new();
@@ -348,8 +354,17 @@ pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink) {
             let now = shared.clock.now();
             for _ in 0..READ_BATCH {
                 match device.recv(&mut buf) {
-                    Ok(n) => g.net.receive(now, &buf[..n]),
+                    Ok(n) => match lossy.as_mut() {
+                        None => g.net.receive(now, &buf[..n]),
+                        Some((rx, _)) => rx.apply(buf[..n].to_vec(), &mut batch),
+                    },
                     Err(_) => break,
+                }
+            }
+            if let Some((rx, _)) = lossy.as_mut() {
+                rx.release(&mut batch);
+                for p in batch.drain(..) {
+                    g.net.receive(now, &p);
                 }
             }
             g.net.poll_timers(now);
@@ -363,8 +378,19 @@ pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink) {
                 _ => false,
             };
             while let Some(p) = g.net.take_transmit() {
-                // The kernel drops what its queue cannot take, like a wire would.
-                let _ = device.send(&p);
+                match lossy.as_mut() {
+                    // The kernel drops what its queue cannot take, like a wire would.
+                    None => {
+                        let _ = device.send(&p);
+                    }
+                    Some((_, tx)) => tx.apply(p, &mut batch),
+                }
+            }
+            if let Some((_, tx)) = lossy.as_mut() {
+                tx.release(&mut batch);
+                for p in batch.drain(..) {
+                    let _ = device.send(&p);
+                }
             }
             g.net.drain_events(&mut records);
             g.net.take_capture(&mut captured);
@@ -378,6 +404,9 @@ pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink) {
         captured.clear();
         sink.write(&records);
         records.clear();
+        if done && let Some((rx, tx)) = &lossy {
+            log::info!(target: "portlab", "lossy link, in: {:?}; out: {:?}", rx.stats, tx.stats);
+        }
         if done {
             // Only now, with the last events written, may anyone see the
             // stack as stopped (and the process exit).
