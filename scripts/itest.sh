@@ -15,7 +15,7 @@ TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits devi
        backlog_overflow_drop backlog_overflow_rst pcap
        ss_listener_queues ss_thousand browser_page browser_parallel terminal_output
        udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping
-       lossy_link)
+       lossy_link privileges_dropped)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -738,6 +738,22 @@ test_lossy_link() {
     echo "    128 KiB through 30% drop each way: ${got#* } s"
     [ "${got%% *}" = "$(expected_sha 131072)" ] || fail "sha256 differs at 30% drop" || return 1
     ok "every byte arrived intact through a lossy link (sha256 identical)"
+}
+
+test_privileges_dropped() {
+    setup privileges_dropped --user nobody
+    local uid code
+    uid=$(awk '/^Uid:/ {print $2, $3, $4, $5}' "/proc/$PORTLAB_PID/status")
+    code=$(in_ns curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL")
+    echo "    portlab's uids (real, effective, saved, fs): $uid; curl: $code"
+    [ "$uid" = "65534 65534 65534 65534" ] || fail "still running as $uid" || return 1
+    [ "$code" = 200 ] || fail "serving stopped after dropping root" || return 1
+    in_ns "$PORTLAB_BIN" ss -l | grep -q LISTEN || fail "ss cannot reach it" || return 1
+    portlab_stop INT
+    [ "$(events "$EV" last)" = stack_stopped ] || fail "no clean stop as nobody" || return 1
+    [ -z "$(ls /run/portlab/portlab0-"$(in_ns stat -L -c %i /proc/self/ns/net)".sock 2>/dev/null)" ] \
+        || fail "the control socket was not removed" || return 1
+    ok "--user nobody: packets parsed without root, clean stop, control socket removed"
 }
 
 run=("$@")

@@ -286,6 +286,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub workers: usize,
 
+    /// Drop root once the TUN device is attached: run as this user from then on.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// UDP port of the echo service (0: none).
     #[arg(long, default_value_t = 7, value_name = "PORT")]
     pub udp_port: u16,

@@ -108,6 +108,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 "control socket: {} (portlab ss)",
                 stack.control_path().display()
             );
+            if let Some(user) = &args.user {
+                let (uid, gid) = stack
+                    .drop_privileges(user)
+                    .map_err(|e| format!("cannot drop privileges to '{user}': {e}"))?;
+                log::info!("running as {user} (uid {uid}, gid {gid}) from now on");
+            }
             let grace = Duration::from_millis(args.grace_ms);
             let s2 = stack.clone();
             signals::on_stop(move |sig| {

@@ -62,6 +62,12 @@ impl ControlServer {
     pub fn start(path: &Path, shared: Arc<Shared>) -> io::Result<ControlServer> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
+            if dir == Path::new("/run/portlab") {
+                // Sticky and world-writable, like /tmp: a stack that dropped
+                // root (--user) can still remove its own socket on exit.
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
+            }
         }
         if path.exists() {
             if UnixStream::connect(path).is_ok() {

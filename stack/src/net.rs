@@ -212,6 +212,44 @@ impl Stack {
         self.host_addr
     }
 
+    /// Gives up root: the process becomes `user` (and its primary group,
+    /// with no supplementary groups). The TUN device is already attached and
+    /// stays usable, so from here on packet parsing never runs as root. The
+    /// control socket is handed to `user` so that it can be removed on exit.
+    pub fn drop_privileges(&self, user: &str) -> io::Result<(u32, u32)> {
+        let name = std::ffi::CString::new(user)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad user name"))?;
+        // SAFETY: getpwnam with a valid C string; the result is read at once.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        if pw.is_null() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no user named '{user}' on this system"),
+            ));
+        }
+        // SAFETY: pw is non-null and points to a valid passwd entry.
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        if let Ok(c) = std::ffi::CString::new(self.control_path.as_os_str().as_encoded_bytes()) {
+            // SAFETY: valid path; failure only means the socket stays root's.
+            unsafe { libc::chown(c.as_ptr(), uid, gid) };
+        }
+        // SAFETY: plain system calls, each checked; group before user.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setuid(0) == 0 {
+                return Err(io::Error::other(
+                    "privileges could be regained after dropping them",
+                ));
+            }
+        }
+        Ok((uid, gid))
+    }
+
     /// Where `portlab ss` reaches this stack.
     pub fn control_path(&self) -> &std::path::Path {
         &self.control_path

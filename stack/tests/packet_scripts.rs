@@ -1190,8 +1190,20 @@ fn a_full_syn_queue_evicts_its_oldest_half_open_connection() {
     let mut late = Client::new(47100);
     lab.connect(&mut late);
     assert_eq!(lab.accept().1, late.quad());
-    let ports: Vec<u16> = lab.stack.table().sockets.iter().map(|s| s.quad.remote.port()).collect();
+    let ports: Vec<u16> = lab
+        .stack
+        .table()
+        .sockets
+        .iter()
+        .map(|s| s.quad.remote.port())
+        .collect();
     assert!(!ports.contains(&47000), "{ports:?}");
-    assert!(lab.take_events().iter().any(|e| matches!(e, Event::Closed { by: Closer::Evicted, .. })));
+    assert!(lab.take_events().iter().any(|e| matches!(
+        e,
+        Event::Closed {
+            by: Closer::Evicted,
+            ..
+        }
+    )));
     assert!(lab.stack.table().listeners[0].syn_queue <= 4);
 }
