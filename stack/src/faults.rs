@@ -75,7 +75,7 @@ impl Faults {
         if self.roll(self.cfg.corrupt) && !packet.is_empty() {
             self.rng = self.rng.rotate_left(7) ^ 0x5bd1_e995;
             let i = (self.rng % packet.len() as u64) as usize;
-            packet[i] ^= 1 << (self.rng >> 32) % 8;
+            packet[i] ^= 1 << ((self.rng >> 32) % 8);
             self.stats.corrupted += 1;
         }
         let duplicate = self.roll(self.cfg.duplicate);
