@@ -923,27 +923,10 @@ impl NetStack {
         backlog: usize,
         reuse: bool,
     ) -> Result<SocketId, ListenError> {
-        let port = if port == 0 {
-            self.bind_any_port(now)?
-        } else {
-            port
-        };
-        let local = SocketAddr::new(self.any_addr(), port);
-        let id = SocketId(self.next_id);
         let backlog = backlog.min(SOMAXCONN);
-        if let Err(e) = self.listeners.add(Listener::new(id, local, backlog, reuse)) {
-            if let ListenError::AddrInUse(_) = e {
-                self.emit(
-                    now,
-                    Event::ListenFailed {
-                        local,
-                        reason: "address in use",
-                    },
-                );
-            }
-            return Err(e);
-        }
-        self.next_id += 1;
+        let (id, local) = self.bind_socket(now, port, "address in use", |s, id, local| {
+            s.listeners.add(Listener::new(id, local, backlog, reuse))
+        })?;
         self.emit(
             now,
             Event::Listen {
@@ -954,6 +937,33 @@ impl NetStack {
             },
         );
         Ok(id)
+    }
+
+    /// What listening and UDP binding share: a port chosen for port 0, the
+    /// new socket registered by `add` under the next id, and a
+    /// `listen_failed` event when the port is taken.
+    fn bind_socket(
+        &mut self,
+        now: Instant,
+        port: u16,
+        reason: &'static str,
+        add: impl FnOnce(&mut NetStack, SocketId, SocketAddr) -> Result<(), ListenError>,
+    ) -> Result<(SocketId, SocketAddr), ListenError> {
+        let port = if port == 0 {
+            self.bind_any_port(now)?
+        } else {
+            port
+        };
+        let local = SocketAddr::new(self.any_addr(), port);
+        let id = SocketId(self.next_id);
+        if let Err(e) = add(self, id, local) {
+            if let ListenError::AddrInUse(_) = e {
+                self.emit(now, Event::ListenFailed { local, reason });
+            }
+            return Err(e);
+        }
+        self.next_id += 1;
+        Ok((id, local))
     }
 
     /// A listen on port 0: the stack chooses a free port, as a bind to port
@@ -1376,26 +1386,9 @@ impl NetStack {
         port: u16,
         reuse: bool,
     ) -> Result<SocketId, ListenError> {
-        let port = if port == 0 {
-            self.bind_any_port(now)?
-        } else {
-            port
-        };
-        let local = SocketAddr::new(self.any_addr(), port);
-        let id = SocketId(self.next_id);
-        if let Err(e) = self.udp.bind(id, local, reuse) {
-            if let ListenError::AddrInUse(_) = e {
-                self.emit(
-                    now,
-                    Event::ListenFailed {
-                        local,
-                        reason: "udp address in use",
-                    },
-                );
-            }
-            return Err(e);
-        }
-        self.next_id += 1;
+        let (id, local) = self.bind_socket(now, port, "udp address in use", |s, id, local| {
+            s.udp.bind(id, local, reuse)
+        })?;
         self.emit(now, Event::UdpBind { id, local, reuse });
         Ok(id)
     }
