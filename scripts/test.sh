@@ -40,8 +40,12 @@ cargo build --release --quiet
 echo "== namespace integration suite"
 if is_root; then
     ./scripts/itest.sh
+    echo "== the lab book's exercises (quick mode)"
+    ./scripts/lab.sh all --quick
 elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
     sudo ./scripts/itest.sh
+    echo "== the lab book's exercises (quick mode)"
+    sudo ./scripts/lab.sh all --quick
 else
     die "the namespace tests need root (network namespaces, TUN devices): run 'sudo ./scripts/test.sh'"
 fi
