@@ -41,9 +41,42 @@ pub enum Command {
     /// of the TUN and show the local port the stack chose for each.
     #[command(after_help = CONNECT_EXAMPLES)]
     Connect(ConnectArgs),
+    /// Try to listen on one port several times: plain listeners collide
+    /// (AddrInUse), a reuse-port group shares the port.
+    #[command(after_help = LISTEN_EXAMPLES)]
+    Listen(ListenArgs),
     /// Show a running stack's sockets, like 'ss -tan' (the kernel's ss cannot see them).
     #[command(after_help = SS_EXAMPLES)]
     Ss(SsArgs),
+}
+
+const LISTEN_EXAMPLES: &str = "\
+Examples:
+  sudo portlab listen 80 --count 2
+      The second listen fails with AddrInUse: one listener per port.
+  sudo portlab listen 80 --count 3 --reuse --for 30
+      Three listeners share port 80 in a reuse-port group; for 30 s, each connection
+      is accepted by the member its 4-tuple hashes to, and the client is told which.";
+
+#[derive(Args, Debug)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    /// The port to listen on.
+    pub port: u16,
+
+    /// How many listeners to open on it.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub count: usize,
+
+    /// Open them as members of a reuse-port group.
+    #[arg(long)]
+    pub reuse: bool,
+
+    /// Serve that long (seconds) before exiting; 0: until Ctrl-C.
+    #[arg(long = "for", default_value_t = 0, value_name = "SECS")]
+    pub duration: u64,
 }
 
 const SS_EXAMPLES: &str = "\

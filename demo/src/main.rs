@@ -8,6 +8,7 @@ mod cli;
 mod connect;
 mod event_loop;
 mod http;
+mod listen;
 mod models;
 mod output;
 mod page;
@@ -136,6 +137,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             result
         }
         Command::Ss(args) => ss::run(&args),
+        Command::Listen(args) => {
+            let stack = Arc::new(Stack::start(args.device.stack_config()?)?);
+            let s2 = stack.clone();
+            signals::on_stop(move |_| s2.shutdown(Duration::from_millis(500)))?;
+            let result = listen::run(&args, stack.clone());
+            stack.shutdown(Duration::from_millis(500));
+            result
+        }
         Command::Connect(args) => {
             let stack = Arc::new(Stack::start(args.stack_config()?)?);
             let s2 = stack.clone();
