@@ -32,7 +32,11 @@ pub fn run(args: &ListenArgs, stack: Arc<Stack>) -> Result<(), Box<dyn std::erro
                     "listen #{i} on port {}: ok, listening socket #{}{}\n",
                     args.port,
                     l.id().0,
-                    if args.reuse { " (reuse-port group)" } else { "" }
+                    if args.reuse {
+                        " (reuse-port group)"
+                    } else {
+                        ""
+                    }
                 ));
                 listeners.push(l);
             }
@@ -48,7 +52,10 @@ pub fn run(args: &ListenArgs, stack: Arc<Stack>) -> Result<(), Box<dyn std::erro
             s2.shutdown(Duration::from_millis(200));
         });
     }
-    info!("accepting on {} listener(s); Ctrl-C to stop", listeners.len());
+    info!(
+        "accepting on {} listener(s); Ctrl-C to stop",
+        listeners.len()
+    );
     let threads: Vec<_> = listeners
         .into_iter()
         .enumerate()

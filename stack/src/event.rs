@@ -691,6 +691,8 @@ pub fn push_json_string(out: &mut String, value: &str) {
 }
 
 /// Per-kind token buckets: `burst` events at once, refilled at `per_second`.
+/// What a bucket leaves out is counted and reported by [`RateLimiter::flush`]
+/// at most once a second per kind, as one `suppressed` event.
 #[derive(Debug)]
 pub struct RateLimiter {
     burst: f64,
@@ -703,6 +705,7 @@ struct Bucket {
     tokens: f64,
     last: Instant,
     suppressed: u64,
+    last_summary: Instant,
 }
 
 impl RateLimiter {
@@ -715,56 +718,46 @@ impl RateLimiter {
         }
     }
 
-    /// Admits or counts `event`. Returns the events to record: possibly a
-    /// `suppressed` summary first, then the event itself.
+    /// Records `event`, or counts it if its kind is over its rate.
     pub fn admit(&mut self, now: Instant, frame: Option<u64>, event: Event, out: &mut Vec<Record>) {
-        if self.per_second == 0.0 {
-            out.push(Record {
-                ts: now,
-                event,
-                frame,
+        if self.per_second > 0.0 {
+            let class = event.class();
+            let (burst, rate) = (self.burst, self.per_second);
+            let b = self.buckets.entry(class).or_insert(Bucket {
+                tokens: burst,
+                last: now,
+                suppressed: 0,
+                last_summary: now,
             });
-            return;
-        }
-        let class = event.class();
-        let burst = self.burst;
-        let rate = self.per_second;
-        let b = self.buckets.entry(class).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-            suppressed: 0,
-        });
-        let elapsed = (now - b.last).total_micros() as f64 / 1e6;
-        if now > b.last {
-            b.tokens = (b.tokens + elapsed * rate).min(burst);
-            b.last = now;
-        }
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            if b.suppressed > 0 {
-                out.push(Record {
-                    ts: now,
-                    event: Event::Suppressed {
-                        kind: class,
-                        count: std::mem::take(&mut b.suppressed),
-                    },
-                    frame: None,
-                });
+            if now > b.last {
+                let elapsed = (now - b.last).total_micros() as f64 / 1e6;
+                b.tokens = (b.tokens + elapsed * rate).min(burst);
+                b.last = now;
             }
-            out.push(Record {
-                ts: now,
-                event,
-                frame,
-            });
-        } else {
-            b.suppressed += 1;
+            if b.tokens < 1.0 {
+                b.suppressed += 1;
+                return;
+            }
+            b.tokens -= 1.0;
         }
+        out.push(Record {
+            ts: now,
+            event,
+            frame,
+        });
     }
 
-    /// Emits `suppressed` summaries for kinds that have been quiet for a second.
+    /// Reports, once a second per kind, how many events were left out.
     pub fn flush(&mut self, now: Instant, out: &mut Vec<Record>) {
-        for (class, b) in self.buckets.iter_mut() {
-            if b.suppressed > 0 && (now - b.last).total_millis() >= 1000 {
+        let mut classes: Vec<&'static str> = self
+            .buckets
+            .iter()
+            .filter(|(_, b)| b.suppressed > 0 && (now - b.last_summary).total_millis() >= 1000)
+            .map(|(c, _)| *c)
+            .collect();
+        classes.sort_unstable();
+        for class in classes {
+            if let Some(b) = self.buckets.get_mut(class) {
                 out.push(Record {
                     ts: now,
                     event: Event::Suppressed {
@@ -773,6 +766,7 @@ impl RateLimiter {
                     },
                     frame: None,
                 });
+                b.last_summary = now;
             }
         }
     }
