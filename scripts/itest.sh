@@ -15,7 +15,7 @@ TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits devi
        backlog_overflow_drop backlog_overflow_rst pcap
        ss_listener_queues ss_thousand browser_page browser_parallel terminal_output
        udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping
-       lossy_link privileges_dropped syn_flood)
+       lossy_link privileges_dropped syn_flood slow_clients)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -787,6 +787,45 @@ test_syn_flood() {
     [ "$(events "$EV" count suppressed)" -lt 50 ] || fail "a suppressed summary per event" || return 1
     [ "$rss" -lt 262144 ] || fail "resident memory $((rss / 1024)) MiB" || return 1
     ok "SYN flood from a blackholed lab range: >= 99% of curls served, events aggregated, memory bounded"
+}
+
+test_slow_clients() {
+    command -v slowhttptest >/dev/null || { fail "slowhttptest is missing: apt-get install slowhttptest"; return 1; }
+    setup slow_clients --header-timeout 3
+    local n=${SLOW_COUNT:-300}
+    # slowloris: $n connections, each sending a header line every 2 s, never finishing.
+    in_ns timeout 40 slowhttptest -c "$n" -H -i 2 -r 100 -l 10 -p 2 -u "$URL" >"$LAB_TMP/slow.txt" 2>&1 &
+    local slow=$! ok=0 worst=0 i t
+    sleep 2
+    for i in $(seq 20); do
+        t=$(in_ns curl -s -m 5 -o /dev/null -w '%{http_code} %{time_total}' "$URL")
+        [ "${t%% *}" = 200 ] && python3 -c "import sys; sys.exit(0 if float('${t##* }') < 2 else 1)" && ok=$((ok + 1))
+        sleep 0.3
+    done
+    wait $slow
+    echo "    $n slowloris connections: $(events "$EV" count http_header_timeout) cut off by the header timeout; curl meanwhile: $ok of 20 served within 2 s"
+    [ "$ok" = 20 ] || fail "only $ok of 20 normal requests served within 2 s" || return 1
+    [ "$(events "$EV" count http_header_timeout)" -ge "$((n / 2))" ] || fail "slow heads were not timed out" || return 1
+    # Idle connections are closed after the same timeout, with their own event.
+    in_ns python3 -c "
+import socket, time
+s = [socket.create_connection(('$ADDR', 80)) for _ in range(3)]
+time.sleep(4)"
+    [ "$(events "$EV" count http_idle_timeout)" -ge 3 ] || fail "no http_idle_timeout events" || return 1
+    portlab_stop INT
+    # The connection cap: 5 served at once; the rest get 503 and an event.
+    setup slow_clients_cap --header-timeout 3 --max-connections 5
+    in_ns python3 - "$ADDR" <<'PY' >"$LAB_TMP/cap.txt"
+import socket, sys, time
+held = [socket.create_connection((sys.argv[1], 80)) for _ in range(5)]
+time.sleep(0.3)
+extra = socket.create_connection((sys.argv[1], 80), timeout=5)
+print(extra.recv(100).split(b"\r\n")[0].decode())
+PY
+    echo "    with --max-connections 5, a sixth connection got: $(cat "$LAB_TMP/cap.txt")"
+    grep -q '503' "$LAB_TMP/cap.txt" || fail "no 503 over the cap" || return 1
+    [ "$(events "$EV" count http_connection_cap)" -ge 1 ] || fail "no http_connection_cap event" || return 1
+    ok "slow clients cut off by the header timeout, idle ones by the idle timeout, the cap answered 503; normal requests served"
 }
 
 run=("$@")

@@ -4,7 +4,7 @@
 # on a TUN device, inside network namespaces; needs root).
 #
 # As root on Debian it installs what it needs (curl, iproute2, python3, tshark,
-# chromium, iputils-ping, nmap, hping3).
+# chromium, iputils-ping, nmap, hping3, slowhttptest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,7 @@ command -v tshark >/dev/null || missing+=(tshark)
 command -v ping >/dev/null || missing+=(iputils-ping)
 command -v nmap >/dev/null || missing+=(nmap)
 command -v hping3 >/dev/null || missing+=(hping3)
+command -v slowhttptest >/dev/null || missing+=(slowhttptest)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     if is_root && command -v apt-get >/dev/null; then

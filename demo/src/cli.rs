@@ -352,6 +352,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub time_wait: u64,
 
+    /// Connections served at once, at most; more get 503 and are closed.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_connections: usize,
+
     /// Seconds a client may take to send a request's headers (and to stay idle
     /// between keep-alive requests).
     #[arg(long, default_value_t = 10, value_name = "SECS")]

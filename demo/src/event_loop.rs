@@ -54,6 +54,11 @@ pub fn run(server: &Server, listener: &TcpListener) -> Result<(), Box<dyn std::e
             if ev.token == LISTENER {
                 loop {
                     match listener.accept() {
+                        Ok((stream, _)) if conns.len() >= server.max_connections => {
+                            let _ = stream.write_all_then_shutdown(&crate::serve::over_capacity(
+                                server, &stream,
+                            ));
+                        }
                         Ok((stream, _)) => {
                             stream.set_nonblocking(true);
                             stream.set_served_by("event-loop");

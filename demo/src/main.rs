@@ -131,6 +131,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 stack: stack.clone(),
                 model: args.model.name(),
                 header_timeout: args.header_timeout(),
+                max_connections: args.max_connections.max(1),
+                active: Default::default(),
             };
             let result = models::run(&args, server);
             stack.shutdown(grace);

@@ -7,6 +7,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use portlab::net::{Stack, TcpStream};
@@ -21,17 +22,58 @@ pub struct Server {
     /// The serving model's name, shown on the page.
     pub model: &'static str,
     pub header_timeout: Duration,
+    /// Connections served at once, at most; more get 503 and are closed.
+    pub max_connections: usize,
+    /// Connections being served now.
+    pub active: Arc<AtomicUsize>,
+}
+
+/// Counts a connection as served while it lives.
+pub struct Active(Arc<AtomicUsize>);
+
+impl Server {
+    /// Admits a connection under the cap, or `None` when the server is full.
+    pub fn admit(&self) -> Option<Active> {
+        let now = self.active.fetch_add(1, Ordering::AcqRel) + 1;
+        let guard = Active(self.active.clone());
+        (now <= self.max_connections).then_some(guard)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The answer to a connection over the cap.
+pub fn over_capacity(server: &Server, stream: &TcpStream) -> Vec<u8> {
+    stream.emit(
+        "http_connection_cap",
+        format!("{} connections already served: 503", server.max_connections),
+    );
+    Response::text(
+        503,
+        "Service Unavailable",
+        "too many connections, try again\n",
+    )
+    .to_bytes(false, false)
 }
 
 /// Serves requests on one connection until it ends.
 pub fn serve_connection(server: &Server, stream: TcpStream) {
+    let Some(_active) = server.admit() else {
+        let _ = stream.write_all_then_shutdown(&over_capacity(server, &stream));
+        linger(&stream);
+        return;
+    };
     let header_timeout = server.header_timeout;
     stream.set_read_timeout(Some(header_timeout));
     // Generous: on a lossy link a retransmission can back off for a minute.
     stream.set_write_timeout(Some(Duration::from_secs(120)));
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     loop {
-        let req = match read_request(&stream, &mut buf) {
+        let req = match read_request(&stream, &mut buf, header_timeout) {
             Ok(Some(r)) => r,
             // The client closed between requests; dropping the stream closes our side.
             Ok(None) => return,
@@ -106,8 +148,15 @@ enum ReadError {
 
 /// Reads one request head (and discards its body). `Ok(None)`: clean end of
 /// stream before a new request.
-fn read_request(mut stream: &TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, ReadError> {
+/// The whole head must arrive within `limit` — not each read: a slowloris
+/// client sending one byte every few seconds would otherwise never time out.
+fn read_request(
+    mut stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    limit: Duration,
+) -> Result<Option<Request>, ReadError> {
     let mut chunk = [0u8; 2048];
+    let deadline = std::time::Instant::now() + limit;
     loop {
         match http::parse(buf) {
             Ok(Some((req, n))) => {
@@ -118,6 +167,13 @@ fn read_request(mut stream: &TcpStream, buf: &mut Vec<u8>) -> Result<Option<Requ
             Ok(None) => {}
             Err(e) => return Err(ReadError::Http(e)),
         }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Timeout {
+                partial: !buf.is_empty(),
+            });
+        }
+        stream.set_read_timeout(Some(left));
         match stream.read(&mut chunk) {
             Ok(0) if buf.is_empty() => return Ok(None),
             Ok(0) => return Err(ReadError::Http(HttpError::BadRequest)),
