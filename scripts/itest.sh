@@ -15,7 +15,7 @@ TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits devi
        backlog_overflow_drop backlog_overflow_rst pcap
        ss_listener_queues ss_thousand browser_page browser_parallel terminal_output
        udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping
-       lossy_link privileges_dropped syn_flood slow_clients)
+       lossy_link privileges_dropped syn_flood slow_clients churn)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -727,16 +727,16 @@ expected_sha() {
 
 test_lossy_link() {
     setup lossy_link --drop 5 --reorder 5 --duplicate 1 --corrupt 1
-    local got
-    got=$(lossy_fetch 1048576)
-    echo "    1 MiB through 5% drop, 5% reorder, 1% duplicate, 1% corrupt (each way): ${got#* } s"
-    [ "${got%% *}" = "$(expected_sha 1048576)" ] || fail "sha256 differs: the application got wrong bytes" || return 1
+    local got big=${LOSSY_BYTES:-1048576} hard=${LOSSY30_BYTES:-131072}
+    got=$(lossy_fetch "$big")
+    echo "    $big bytes through 5% drop, 5% reorder, 1% duplicate, 1% corrupt (each way): ${got#* } s"
+    [ "${got%% *}" = "$(expected_sha "$big")" ] || fail "sha256 differs: the application got wrong bytes" || return 1
     portlab_stop INT
     grep -o 'lossy link.*' "$LOG" | sed 's/^/    /' | cut -c1-160
     setup lossy_link_30 --drop 30
-    got=$(lossy_fetch 131072)
-    echo "    128 KiB through 30% drop each way: ${got#* } s"
-    [ "${got%% *}" = "$(expected_sha 131072)" ] || fail "sha256 differs at 30% drop" || return 1
+    got=$(lossy_fetch "$hard")
+    echo "    $hard bytes through 30% drop each way: ${got#* } s"
+    [ "${got%% *}" = "$(expected_sha "$hard")" ] || fail "sha256 differs at 30% drop" || return 1
     ok "every byte arrived intact through a lossy link (sha256 identical)"
 }
 
@@ -826,6 +826,42 @@ PY
     grep -q '503' "$LAB_TMP/cap.txt" || fail "no 503 over the cap" || return 1
     [ "$(events "$EV" count http_connection_cap)" -ge 1 ] || fail "no http_connection_cap event" || return 1
     ok "slow clients cut off by the header timeout, idle ones by the idle timeout, the cap answered 503; normal requests served"
+}
+
+test_churn() {
+    setup churn --time-wait 3
+    local n=${CHURN_COUNT:-3000} before after
+    before=$(awk '/^VmRSS/ {print $2}' "/proc/$PORTLAB_PID/status")
+    # Short connections, the server closing first: each leaves a TIME-WAIT entry.
+    in_ns python3 - "$ADDR" "$n" <<'PY' | sed 's/^/    /'
+import socket, sys, threading, time
+addr, n = sys.argv[1], int(sys.argv[2])
+done = [0]
+def worker(count):
+    for _ in range(count):
+        s = socket.create_connection((addr, 80), timeout=10)
+        s.sendall(b"GET /you HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
+        while s.recv(65536):
+            pass
+        s.close()
+        done[0] += 1
+t0 = time.time()
+threads = [threading.Thread(target=worker, args=(n // 8,)) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(f"{done[0]} connections in {time.time() - t0:.1f} s")
+PY
+    local tw
+    tw=$(in_ns "$PORTLAB_BIN" ss -a | grep -c TIME-WAIT)
+    sleep 4.5
+    after=$(awk '/^VmRSS/ {print $2}' "/proc/$PORTLAB_PID/status")
+    local left
+    left=$(in_ns "$PORTLAB_BIN" ss -a | grep -vc -e '^State' -e '^LISTEN' -e '^UNCONN')
+    echo "    TIME-WAIT entries right after: $tw; sockets left 4.5 s later: $left; resident memory $((before / 1024)) MiB before, $((after / 1024)) MiB after"
+    [ "$left" = 0 ] || fail "$left sockets left after the churn" || return 1
+    [ "$tw" -ge "$((n / 2))" ] || fail "only $tw TIME-WAIT entries: the server did not close first" || return 1
+    [ "$after" -lt $((before * 3 + 65536)) ] || fail "memory grew from $before to $after KiB" || return 1
+    ok "churn: sockets and TIME-WAIT entries back to zero, memory back near its baseline"
 }
 
 run=("$@")

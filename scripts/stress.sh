@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The full forms of the robustness scenarios (CI runs them with small counts
+# as part of scripts/itest.sh). Everything stays in the namespaces itest.sh
+# creates; every load is bounded in count and time. Takes 10-20 minutes.
+#
+#   sudo scripts/stress.sh
+set -u
+cd "$(dirname "$0")/.."
+export FLOOD_COUNT=200000      # spoofed SYNs from a blackholed lab range
+export SLOW_COUNT=1000         # slowloris connections
+export LOSSY_BYTES=104857600   # 100 MiB through 5% drop, 5% reorder, 1% dup, 1% corrupt
+export LOSSY30_BYTES=1048576   # 1 MiB through 30% drop
+export CHURN_COUNT=100000      # short connections
+exec ./scripts/itest.sh syn_flood slow_clients lossy_link churn
