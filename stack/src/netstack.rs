@@ -497,6 +497,17 @@ impl NetStack {
             },
         );
         self.deliver(now, id, seg, packet);
+        // The engine may refuse a SYN our parser let through (SYN with FIN,
+        // a malformed option): the socket is still listening. Free it.
+        if self
+            .conns
+            .get_mut(&id)
+            .and_then(|c| c.socket().map(|s| s.state()))
+            == Some(TcpState::Listen)
+        {
+            self.stats.packets_dropped += 1;
+            self.free(now, id, Closer::Reset);
+        }
     }
 
     /// A segment for a live connection.
@@ -584,7 +595,9 @@ impl NetStack {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.state == TcpState::SynReceived && now >= conn.created + self.cfg.syn_timeout {
+        if matches!(conn.state, TcpState::SynReceived | TcpState::Listen)
+            && now >= conn.created + self.cfg.syn_timeout
+        {
             self.free(now, id, Closer::Timeout);
             return;
         }
@@ -778,13 +791,18 @@ impl NetStack {
             }
         }
         let own = match (conn.state, conn.orphaned_at) {
-            (TcpState::SynReceived, _) => Some(conn.created + self.cfg.syn_timeout),
+            (TcpState::SynReceived | TcpState::Listen, _) => {
+                Some(conn.created + self.cfg.syn_timeout)
+            }
             (_, Some(t)) => Some(t + self.cfg.orphan_timeout),
             _ => None,
         };
         if let Some(expiry) = own {
             at = Some(at.map_or(expiry, |t| t.min(expiry)));
         }
+        // Everything due was just sent: a deadline that is already past
+        // would make `poll_timers` spin, so it waits a millisecond.
+        let at = at.map(|t| t.max(now + smoltcp::time::Duration::from_millis(1)));
         self.timers.set(TimerKey::Conn(id), at);
     }
 
@@ -1062,11 +1080,17 @@ impl NetStack {
                 "the listener is closed",
             ));
         };
-        let Some((id, queued_at)) = listener.accept_queue.pop_front() else {
-            return Ok(None);
-        };
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return Ok(None);
+        // Skip entries whose connection is gone (none should be).
+        let (id, queued_at, conn) = loop {
+            let Some((id, queued_at)) = listener.accept_queue.pop_front() else {
+                return Ok(None);
+            };
+            if self.conns.contains_key(&id) {
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    return Ok(None);
+                };
+                break (id, queued_at, conn);
+            }
         };
         conn.owner = Owner::App;
         conn.accepted_by = by.clone();
@@ -1412,6 +1436,18 @@ impl NetStack {
                 format!("no route to {to}: the stack reaches only its own subnets"),
             ));
         }
+        // No fragmentation: a datagram must fit one packet.
+        let headers = if to.is_ipv4() { 20 + 8 } else { 40 + 8 };
+        let max = self.cfg.mtu.saturating_sub(headers);
+        if data.len() > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a datagram of {} bytes does not fit one packet (at most {max})",
+                    data.len()
+                ),
+            ));
+        }
         let sock = self.udp.get_mut(id).ok_or_else(not_connected)?;
         let endpoint = smoltcp::wire::IpEndpoint::new(IpAddress::from(to.ip()), to.port());
         match sock.socket().send_slice(data, endpoint) {
@@ -1451,7 +1487,12 @@ impl NetStack {
         buf: &mut [u8],
     ) -> io::Result<(usize, SocketAddr)> {
         let sock = self.udp.get_mut(id).ok_or_else(not_connected)?;
-        match sock.socket().recv_slice(buf) {
+        // As std::net: a datagram longer than `buf` is truncated.
+        match sock.socket().recv().map(|(data, meta)| {
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            (n, meta)
+        }) {
             Ok((n, meta)) => {
                 let from = SocketAddr::new(IpAddr::from(meta.endpoint.addr), meta.endpoint.port);
                 Ok((n, from))

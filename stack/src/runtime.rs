@@ -295,7 +295,11 @@ impl Shared {
 
     fn drain_wake(&self) {
         let mut v: u64 = 0;
-        self.kicked.store(false, Ordering::Release);
+        // Read first, then clear: a kick that lands after the read finds the
+        // flag still set and skips its write, but the work it signals is
+        // done right after this (the caller processes everything next); a
+        // kick after the clear writes again. Clearing first could swallow a
+        // write and leave the flag set with an empty eventfd for good.
         // SAFETY: reading 8 bytes into a valid u64 from our non-blocking eventfd.
         unsafe {
             libc::read(
@@ -304,14 +308,37 @@ impl Shared {
                 8,
             );
         }
+        self.kicked.store(false, Ordering::Release);
     }
 }
 
 /// How many packets one wake-up reads before it lets timers and writes run.
 const READ_BATCH: usize = 256;
 
+/// Marks the stack stopped if the runtime thread ends any other way than
+/// through a clean stop (a panic), so that no application thread and no
+/// `shutdown` waits forever.
+struct StopOnExit<'a>(&'a Shared);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        let mut g = self.0.lock();
+        if !g.stopped {
+            g.stopped = true;
+            for cv in g.waiters.values() {
+                cv.notify_all();
+            }
+            for p in g.pollers.values() {
+                p.cv.notify_all();
+            }
+            self.0.stopped.notify_all();
+        }
+    }
+}
+
 /// The runtime thread's loop. Returns when the stack has stopped.
 pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink, faults: FaultConfig) {
+    let _stop = StopOnExit(&shared);
     let mut buf = vec![0u8; 65536];
     // The lossy link, when asked for: one injector per direction.
     let mut lossy = faults

@@ -166,7 +166,7 @@ pub fn classify(packet: &[u8], local: Local) -> Inbound {
     if sum.ok() != Some(tcp.checksum()) {
         return Inbound::Drop(DropReason::BadChecksum);
     }
-    if tcp.source_port() == 0 || tcp.destination_port() == 0 {
+    if tcp.source_port() == 0 || tcp.destination_port() == 0 || (tcp.syn() && tcp.fin()) {
         return Inbound::Drop(DropReason::Malformed);
     }
     let quad = Quad::new(

@@ -51,15 +51,26 @@ impl TimeWait {
     /// Linux's `tcp_timewait_state_process`, reduced to its decisions.
     pub fn on_segment(&self, seg: &Segment) -> Action {
         if seg.rst {
-            return Action::Kill;
+            // Only an in-window reset (its sequence number exactly the next
+            // expected) ends TIME-WAIT; a blind one is ignored.
+            return if seg.seq == self.rcv_nxt {
+                Action::Kill
+            } else {
+                Action::Ignore
+            };
         }
         if seg.is_bare_syn() {
-            let newer_seq = seq_after(seg.seq, self.rcv_nxt);
-            let newer_ts = match (seg.tsval, self.ts_recent) {
-                (Some(new), Some(old)) => (new.wrapping_sub(old) as i32) > 0,
-                _ => false,
+            // PAWS: a SYN whose timestamp is older than the last one seen
+            // is an old duplicate, whatever its sequence number.
+            let (newer_ts, older_ts) = match (seg.tsval, self.ts_recent) {
+                (Some(new), Some(old)) => {
+                    let d = new.wrapping_sub(old) as i32;
+                    (d > 0, d < 0)
+                }
+                _ => (false, false),
             };
-            return if newer_seq || newer_ts {
+            let newer_seq = seq_after(seg.seq, self.rcv_nxt);
+            return if !older_ts && (newer_seq || newer_ts) {
                 Action::Reuse
             } else {
                 Action::Ack
@@ -122,6 +133,15 @@ mod tests {
     }
 
     #[test]
+    fn an_older_timestamp_blocks_reuse_even_with_a_newer_sequence() {
+        let mut r = record();
+        r.ts_recent = Some(500);
+        let mut s = seg(9000);
+        s.tsval = Some(400);
+        assert_eq!(r.on_segment(&s), Action::Ack);
+    }
+
+    #[test]
     fn fin_is_acked_rst_kills() {
         let mut s = seg(4999);
         s.syn = false;
@@ -130,6 +150,9 @@ mod tests {
         assert_eq!(record().on_segment(&s), Action::Ack);
         s.fin = false;
         s.rst = true;
+        s.seq = 5000;
         assert_eq!(record().on_segment(&s), Action::Kill);
+        s.seq = 5001;
+        assert_eq!(record().on_segment(&s), Action::Ignore, "a blind reset");
     }
 }

@@ -1207,3 +1207,37 @@ fn a_full_syn_queue_evicts_its_oldest_half_open_connection() {
     )));
     assert!(lab.stack.table().listeners[0].syn_queue <= 4);
 }
+
+/// Regression (review): a SYN the engine refuses (here SYN+FIN, dropped by
+/// our parser now; and a SYN with a malformed option, refused by the engine)
+/// must not leave a socket stuck in LISTEN.
+#[test]
+fn syns_the_engine_refuses_leave_no_socket_behind() {
+    let mut lab = Lab::new();
+    lab.listen(80, 16);
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(CLIENT, STACK, 64)
+        .tcp(48000, 80, 1, 64240)
+        .syn()
+        .fin()
+        .write(&mut v, &[])
+        .unwrap();
+    lab.send(v);
+    // An MSS option with a wrong length (3 instead of 4): the engine refuses it.
+    let mut bad_option = Vec::new();
+    PacketBuilder::ipv4(CLIENT, STACK, 64)
+        .tcp(48001, 80, 7, 64240)
+        .syn()
+        .options_raw(&[2, 3, 5, 0])
+        .unwrap()
+        .write(&mut bad_option, &[])
+        .unwrap();
+    lab.send(bad_option);
+    while lab.recv().is_some() {}
+    assert!(
+        lab.stack.table().sockets.is_empty(),
+        "{:?}",
+        lab.stack.table().sockets
+    );
+    assert_eq!(lab.stack.table().listeners[0].syn_queue, 0);
+}
