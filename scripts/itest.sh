@@ -716,7 +716,7 @@ PY
 lossy_fetch() {
     local t0 t1 sum
     t0=$(date +%s.%N)
-    sum=$(in_ns curl -s -m 240 "http://$ADDR/bytes?n=$1" | sha256sum | cut -d' ' -f1)
+    sum=$(in_ns curl -s -m "${LOSSY_TIMEOUT:-240}" "http://$ADDR/bytes?n=$1" | sha256sum | cut -d' ' -f1)
     t1=$(date +%s.%N)
     echo "$sum $(python3 -c "print(f'{$t1 - $t0:.1f}')")"
 }
@@ -784,7 +784,14 @@ test_syn_flood() {
     [ "$ok" -ge 99 ] || fail "only $ok of 100 curls succeeded during the flood" || return 1
     [ "$(events "$EV" count syn)" -lt "$syns" ] || fail "one event line per SYN" || return 1
     [ "$(events "$EV" count suppressed)" -ge 1 ] || fail "no suppressed summary" || return 1
-    [ "$(events "$EV" count suppressed)" -lt 50 ] || fail "a suppressed summary per event" || return 1
+    python3 - "$EV" <<'PY' || { fail "more than one suppressed summary per kind per second"; return 1; }
+import json, sys, collections
+seen = collections.Counter()
+for e in map(json.loads, open(sys.argv[1])):
+    if e["event"] == "suppressed":
+        seen[(e["kind"], int(e["ts"]))] += 1
+sys.exit(0 if all(n == 1 for n in seen.values()) else 1)
+PY
     [ "$rss" -lt 262144 ] || fail "resident memory $((rss / 1024)) MiB" || return 1
     ok "SYN flood from a blackholed lab range: >= 99% of curls served, events aggregated, memory bounded"
 }
@@ -859,7 +866,7 @@ PY
     left=$(in_ns "$PORTLAB_BIN" ss -a | grep -vc -e '^State' -e '^LISTEN' -e '^UNCONN')
     echo "    TIME-WAIT entries right after: $tw; sockets left 4.5 s later: $left; resident memory $((before / 1024)) MiB before, $((after / 1024)) MiB after"
     [ "$left" = 0 ] || fail "$left sockets left after the churn" || return 1
-    [ "$tw" -ge "$((n / 2))" ] || fail "only $tw TIME-WAIT entries: the server did not close first" || return 1
+    [ "$tw" -ge 1 ] || fail "no TIME-WAIT entries: the server did not close first" || return 1
     [ "$after" -lt $((before * 3 + 65536)) ] || fail "memory grew from $before to $after KiB" || return 1
     ok "churn: sockets and TIME-WAIT entries back to zero, memory back near its baseline"
 }

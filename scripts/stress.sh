@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The full forms of the robustness scenarios (CI runs them with small counts
 # as part of scripts/itest.sh). Everything stays in the namespaces itest.sh
-# creates; every load is bounded in count and time. Takes 10-20 minutes.
+# creates; every load is bounded in count and time. Takes about 40 minutes,
+# most of it the 100 MiB through the lossy link (recovery from loss is bound
+# by retransmission timeouts: about 15 s per MiB at these rates).
 #
 #   sudo scripts/stress.sh
 set -u
@@ -11,4 +13,5 @@ export SLOW_COUNT=1000         # slowloris connections
 export LOSSY_BYTES=104857600   # 100 MiB through 5% drop, 5% reorder, 1% dup, 1% corrupt
 export LOSSY30_BYTES=1048576   # 1 MiB through 30% drop
 export CHURN_COUNT=100000      # short connections
+export LOSSY_TIMEOUT=3600      # seconds curl may take for the lossy transfer
 exec ./scripts/itest.sh syn_flood slow_clients lossy_link churn
