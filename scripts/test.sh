@@ -4,7 +4,7 @@
 # on a TUN device, inside network namespaces; needs root).
 #
 # As root on Debian it installs what it needs (curl, iproute2, python3, tshark,
-# chromium, iputils-ping, nmap, hping3, slowhttptest).
+# chromium, iputils-ping, nmap, hping3, slowhttptest, wrk, nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,8 @@ command -v ping >/dev/null || missing+=(iputils-ping)
 command -v nmap >/dev/null || missing+=(nmap)
 command -v hping3 >/dev/null || missing+=(hping3)
 command -v slowhttptest >/dev/null || missing+=(slowhttptest)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx-light)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     if is_root && command -v apt-get >/dev/null; then
@@ -28,6 +30,12 @@ if [ ${#missing[@]} -gt 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # Debian starts nginx as a service when it is installed; the benchmark
+        # runs its own, inside a namespace.
+        if printf '%s\n' "${missing[@]}" | grep -q nginx; then
+            (systemctl stop nginx || service nginx stop) >/dev/null 2>&1 || true
+            pkill -x nginx 2>/dev/null || true
+        fi
     else
         die "missing tools: ${missing[*]}. Install them (Debian: sudo apt-get install ${missing[*]}) or run this script as root"
     fi
@@ -45,10 +53,14 @@ if is_root; then
     ./scripts/itest.sh
     echo "== the lab book's exercises (quick mode)"
     ./scripts/lab.sh all --quick
+    echo "== benchmark smoke test (no thresholds)"
+    ./scripts/bench.sh --quick
 elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
     sudo ./scripts/itest.sh
     echo "== the lab book's exercises (quick mode)"
     sudo ./scripts/lab.sh all --quick
+    echo "== benchmark smoke test (no thresholds)"
+    sudo ./scripts/bench.sh --quick
 else
     die "the namespace tests need root (network namespaces, TUN devices): run 'sudo ./scripts/test.sh'"
 fi
