@@ -7,6 +7,7 @@
 //! * [`segment`] — reading a packet far enough to route it;
 //! * [`demux`] — the 4-tuple table that routes each segment to its connection;
 //! * [`listener`] — listen/accept, the SYN queue, the accept queue and the backlog;
+//! * [`reuseport`] — several sockets sharing one port, one chosen per flow;
 //! * [`ports`] — ephemeral-port choice (RFC 6056);
 //! * [`timewait`] — TIME-WAIT as a compact record;
 //! * [`udp`] — UDP sockets: bound ports, reuse-port readers, port unreachable;
@@ -36,6 +37,7 @@ pub mod netstack;
 pub mod pcap;
 pub mod ports;
 pub mod quad;
+pub mod reuseport;
 pub mod runtime;
 pub mod segment;
 pub mod story;

@@ -37,7 +37,8 @@ use std::net::SocketAddr;
 
 use smoltcp::time::Instant;
 
-use crate::quad::{Quad, SocketId, flow_hash};
+use crate::quad::{Quad, SocketId};
+use crate::reuseport::PortGroups;
 
 /// Why `listen` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,9 +139,7 @@ impl Listener {
 #[derive(Debug)]
 pub struct Listeners {
     by_id: HashMap<SocketId, Listener>,
-    /// The members listening on each port, in the order they joined.
-    by_port: HashMap<u16, Vec<SocketId>>,
-    key: (u64, u64),
+    ports: PortGroups,
 }
 
 impl Listeners {
@@ -148,57 +147,33 @@ impl Listeners {
     pub fn new(seed: u64) -> Listeners {
         Listeners {
             by_id: HashMap::new(),
-            by_port: HashMap::new(),
-            key: (seed.rotate_left(17) ^ 0x5eed, seed ^ 0x7e57),
+            ports: PortGroups::new((seed.rotate_left(17) ^ 0x5eed, seed ^ 0x7e57)),
         }
     }
 
     /// Adds a listener; fails with `AddrInUse` unless the port is free, or
     /// both it and every listener on the port are reuse-port members.
     pub fn add(&mut self, listener: Listener) -> Result<(), ListenError> {
-        let port = listener.local.port();
-        if port == 0 {
-            return Err(ListenError::InvalidPort);
-        }
-        if let Some(members) = self.by_port.get(&port) {
-            let group_ok = listener.reuse
-                && members
-                    .iter()
-                    .all(|id| self.by_id.get(id).is_some_and(|l| l.reuse));
-            if !group_ok {
-                return Err(ListenError::AddrInUse(port));
-            }
-        }
-        self.by_port.entry(port).or_default().push(listener.id);
+        self.ports
+            .join(listener.local.port(), listener.id, listener.reuse)?;
         self.by_id.insert(listener.id, listener);
         Ok(())
     }
 
     pub fn remove(&mut self, id: SocketId) -> Option<Listener> {
         let l = self.by_id.remove(&id)?;
-        let port = l.local.port();
-        if let Some(members) = self.by_port.get_mut(&port) {
-            members.retain(|m| *m != id);
-            if members.is_empty() {
-                self.by_port.remove(&port);
-            }
-        }
+        self.ports.leave(l.local.port(), id);
         Some(l)
     }
 
     pub fn has_port(&self, port: u16) -> bool {
-        self.by_port.contains_key(&port)
+        self.ports.has_port(port)
     }
 
     /// The listener that gets a new connection for `quad`: the only one on
     /// its port, or the group member chosen by a keyed hash of the 4-tuple.
     pub fn pick(&self, quad: &Quad) -> Option<SocketId> {
-        let members = self.by_port.get(&quad.local.port())?;
-        match members.len() {
-            0 => None,
-            1 => Some(members[0]),
-            n => Some(members[(flow_hash(self.key, quad) % n as u64) as usize]),
-        }
+        self.ports.pick(quad, |_| true)
     }
 
     pub fn get(&self, id: SocketId) -> Option<&Listener> {

@@ -984,6 +984,20 @@ impl NetStack {
         Ok((id, local))
     }
 
+    /// The `port_chosen` event for a choice of the port chooser.
+    fn port_chosen(&self, quad: Quad, choice: &crate::ports::Choice) -> Event {
+        Event::PortChosen {
+            quad,
+            algorithm: self.cfg.port_algorithm.as_str(),
+            tried: choice.tried,
+            rejected: choice
+                .rejected
+                .iter()
+                .map(|(p, why)| (*p, why.as_str()))
+                .collect(),
+        }
+    }
+
     /// A listen on port 0: the stack chooses a free port, as a bind to port
     /// 0 does (odd ports first with the Linux-like algorithm).
     fn bind_any_port(&mut self, now: Instant) -> Result<u16, ListenError> {
@@ -1002,19 +1016,11 @@ impl NetStack {
                 }
             })
             .map_err(|_| ListenError::NoFreePort)?;
-        self.emit(
-            now,
-            Event::PortChosen {
-                quad: Quad::new(SocketAddr::new(local_ip, choice.port), any),
-                algorithm: self.cfg.port_algorithm.as_str(),
-                tried: choice.tried,
-                rejected: choice
-                    .rejected
-                    .iter()
-                    .map(|(p, why)| (*p, why.as_str()))
-                    .collect(),
-            },
+        let event = self.port_chosen(
+            Quad::new(SocketAddr::new(local_ip, choice.port), any),
+            &choice,
         );
+        self.emit(now, event);
         Ok(choice.port)
     }
 
@@ -1157,17 +1163,10 @@ impl NetStack {
                             ),
                         )
                     })?;
-                let event = Event::PortChosen {
-                    quad: quad_for(choice.port),
-                    algorithm: self.cfg.port_algorithm.as_str(),
-                    tried: choice.tried,
-                    rejected: choice
-                        .rejected
-                        .iter()
-                        .map(|(p, why)| (*p, why.as_str()))
-                        .collect(),
-                };
-                (choice.port, event)
+                (
+                    choice.port,
+                    self.port_chosen(quad_for(choice.port), &choice),
+                )
             }
             Some(p) => {
                 if let Some(why) = taken(&self.demux, &self.listeners, &quad_for(p)) {

@@ -26,7 +26,8 @@ use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 
 use crate::listener::ListenError;
-use crate::quad::{Quad, SocketId, flow_hash};
+use crate::quad::{Quad, SocketId};
+use crate::reuseport::PortGroups;
 
 /// ICMP port unreachable messages per second, at most.
 pub const UNREACHABLE_PER_SECOND: u32 = 100;
@@ -68,10 +69,9 @@ impl UdpSock {
 /// Every UDP socket, by id and by port.
 pub struct Udp {
     socks: HashMap<SocketId, UdpSock>,
-    ports: HashMap<u16, Vec<SocketId>>,
+    ports: PortGroups,
     /// Connected sockets by (local port, peer) — checked first.
     connected: HashMap<(u16, SocketAddr), SocketId>,
-    key: (u64, u64),
     /// Token bucket for port unreachable messages.
     tokens: f64,
     last: Instant,
@@ -81,9 +81,8 @@ impl Udp {
     pub fn new(seed: u64, now: Instant) -> Udp {
         Udp {
             socks: HashMap::new(),
-            ports: HashMap::new(),
+            ports: PortGroups::new((seed.rotate_left(29) ^ 0x0d9, seed ^ 0x7)),
             connected: HashMap::new(),
-            key: (seed.rotate_left(29) ^ 0x0d9, seed ^ 0x7),
             tokens: f64::from(UNREACHABLE_PER_SECOND),
             last: now,
         }
@@ -97,15 +96,6 @@ impl Udp {
         reuse: bool,
     ) -> Result<(), ListenError> {
         let port = local.port();
-        if let Some(members) = self.ports.get(&port) {
-            let group_ok = reuse
-                && members
-                    .iter()
-                    .all(|m| self.socks.get(m).is_some_and(|s| s.reuse));
-            if !group_ok {
-                return Err(ListenError::AddrInUse(port));
-            }
-        }
         let rx = udp::PacketBuffer::new(
             vec![udp::PacketMetadata::EMPTY; PACKETS],
             vec![0u8; PAYLOAD],
@@ -118,9 +108,9 @@ impl Udp {
         if socket.bind(port).is_err() {
             return Err(ListenError::InvalidPort);
         }
+        self.ports.join(port, id, reuse)?;
         let mut sockets = SocketSet::new(Vec::with_capacity(1));
         let handle = sockets.add(socket);
-        self.ports.entry(port).or_default().push(id);
         self.socks.insert(
             id,
             UdpSock {
@@ -162,39 +152,24 @@ impl Udp {
         if let Some(peer) = s.peer {
             self.connected.remove(&(port, peer));
         }
-        if let Some(m) = self.ports.get_mut(&port) {
-            m.retain(|x| *x != id);
-            if m.is_empty() {
-                self.ports.remove(&port);
-            }
-        }
+        self.ports.leave(port, id);
         Some(s)
     }
 
     pub fn has_port(&self, port: u16) -> bool {
-        self.ports.contains_key(&port)
+        self.ports.has_port(port)
     }
 
     /// The socket that gets a datagram: a socket connected to its sender,
     /// else the only unconnected one on the port, or the unconnected group
     /// member picked by a hash of the sender.
     pub fn pick(&self, quad: &Quad) -> Option<SocketId> {
-        let port = quad.local.port();
-        if let Some(id) = self.connected.get(&(port, quad.remote)) {
+        if let Some(id) = self.connected.get(&(quad.local.port(), quad.remote)) {
             return Some(*id);
         }
-        let open: Vec<SocketId> = self
-            .ports
-            .get(&port)?
-            .iter()
-            .copied()
-            .filter(|m| self.socks.get(m).is_some_and(|s| s.peer.is_none()))
-            .collect();
-        match open.len() {
-            0 => None,
-            1 => Some(open[0]),
-            n => Some(open[(flow_hash(self.key, quad) % n as u64) as usize]),
-        }
+        self.ports.pick(quad, |m| {
+            self.socks.get(&m).is_some_and(|s| s.peer.is_none())
+        })
     }
 
     pub fn get_mut(&mut self, id: SocketId) -> Option<&mut UdpSock> {
