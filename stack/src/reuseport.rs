@@ -38,7 +38,8 @@ impl PortGroups {
             return Err(ListenError::InvalidPort);
         }
         let members = self.by_port.entry(port).or_default();
-        if !members.is_empty() && !(reuse && members.iter().all(|(_, r)| *r)) {
+        let shareable = reuse && members.iter().all(|(_, r)| *r);
+        if !(members.is_empty() || shareable) {
             return Err(ListenError::AddrInUse(port));
         }
         members.push((id, reuse));
