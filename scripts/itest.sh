@@ -15,7 +15,8 @@ TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits devi
        backlog_overflow_drop backlog_overflow_rst pcap
        ss_listener_queues ss_thousand browser_page browser_parallel terminal_output
        udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping
-       lossy_link privileges_dropped syn_flood slow_clients churn)
+       lossy_link privileges_dropped syn_flood slow_clients churn
+       restart_mid_transfer)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -869,6 +870,26 @@ PY
     [ "$tw" -ge 1 ] || fail "no TIME-WAIT entries: the server did not close first" || return 1
     [ "$after" -lt $((before * 3 + 65536)) ] || fail "memory grew from $before to $after KiB" || return 1
     ok "churn: sockets and TIME-WAIT entries back to zero, memory back near its baseline"
+}
+
+test_restart_mid_transfer() {
+    setup restart_mid_transfer
+    # A slow download (curl reads at 200 KB/s) is under way when the stack is killed.
+    in_ns curl -s -m 30 --limit-rate 200k -o /dev/null -w '%{http_code} exit=%{exitcode}' \
+        "http://$ADDR/bytes?n=20000000" >"$LAB_TMP/transfer.txt" 2>&1 &
+    local client=$!
+    sleep 1
+    portlab_stop KILL
+    portlab_start "$NS" "$LAB_TMP/restart.jsonl" "$LAB_TMP/restart.log"
+    wait $client
+    local fresh
+    fresh=$(in_ns curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL")
+    echo "    the interrupted download: $(cat "$LAB_TMP/transfer.txt"); a new request after the restart: $fresh"
+    grep -q 'exit=56' "$LAB_TMP/transfer.txt" || fail "the old connection was not reset" || return 1
+    grep -q '"event":"rst_sent".*"reason":"no connection for segment"' "$LAB_TMP/restart.jsonl" \
+        || fail "the restarted stack did not reset the stale segments" || return 1
+    [ "$fresh" = 200 ] || fail "new connections do not work after the restart" || return 1
+    ok "restart mid-transfer: stale segments get RST (curl: reset), new connections work"
 }
 
 run=("$@")
