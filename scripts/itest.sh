@@ -378,35 +378,19 @@ test_model_event_loop() {
     ok "one thread served all 50 with non-blocking sockets and a poller"
 }
 
-# overflow_burst: while the one-at-a-time server is stuck on a client that
-# never sends its request, 6 more clients arrive at once. Appends to $OUT.
-overflow_burst() {
-    in_ns python3 -c "
-import socket, time
-s = socket.create_connection(('$ADDR', 80)); time.sleep(3)" &
-    local holder=$! pids=()
-    sleep 0.3
-    for i in $(seq 6); do
-        in_ns curl -s -m 25 -o /dev/null -w '%{http_code} %{exitcode} %{time_total}\n' "$URL" >>"$OUT" &
-        pids+=($!)
-    done
-    wait "${pids[@]}"
-    wait $holder
-}
-
 # backlog_overflow OVERFLOW [BURSTS]: one-at-a-time with backlog 1.
 backlog_overflow() {
     setup "backlog_overflow_$1" --model one-at-a-time --backlog 1 --header-timeout 2 --overflow "$1"
     OUT="$LAB_TMP/overflow-$1.txt"
-    overflow_burst
-    sort "$OUT" | awk '{printf "    client: HTTP %s, curl exit %s, after %.1f s\n", $1, $2, $3}'
+    stuck_server_burst "$NS" "$ADDR" 3 "$OUT"
+    sort "$OUT" | awk '{sub("exit=", "", $2); printf "    client: HTTP %s, curl exit %s, after %.1f s\n", $1, $2, $3}'
     printf '    events: syn_dropped=%s handshake_held=%s rst_sent=%s\n' \
         "$(events "$EV" count syn_dropped)" "$(events "$EV" count handshake_held)" "$(events "$EV" count rst_sent)"
 }
 
 test_backlog_overflow_drop() {
     backlog_overflow drop
-    [ "$(grep -c '^200 0' "$OUT")" = 6 ] || fail "every client should get in eventually" || return 1
+    [ "$(grep -c '^200 exit=0 ' "$OUT")" = 6 ] || fail "every client should get in eventually" || return 1
     [ "$(events "$EV" count syn_dropped)" -ge 1 ] || fail "no SYN was dropped" || return 1
     echo "    The accept queue (backlog 1) filled while the server was stuck; further SYNs were"
     echo "    dropped silently, the clients' kernels retransmitted them (1 s, 3 s, ...) and each"
@@ -422,11 +406,11 @@ test_backlog_overflow_rst() {
     local burst
     for burst in 2 3 4 5 6; do
         grep -q '"reason":"accept queue overflow"' "$EV" && break
-        overflow_burst
+        stuck_server_burst "$NS" "$ADDR" 3 "$OUT"
     done
     grep -q '"reason":"accept queue overflow"' "$EV" || fail "no reset for accept queue overflow in 6 bursts" || return 1
     printf '    after %s burst(s): %s client(s) reset (curl exit 56), rst_sent=%s\n' "$((burst - 1))" \
-        "$(grep -c ' 56 ' "$OUT")" "$(events "$EV" count rst_sent)"
+        "$(grep -c ' exit=56 ' "$OUT")" "$(events "$EV" count rst_sent)"
     echo "    With --overflow rst, a client whose handshake completed on a full queue was reset"
     echo "    at once (curl: connection reset) instead of being held back until there was room;"
     echo "    SYNs arriving on a full queue are still dropped silently, as in Linux."

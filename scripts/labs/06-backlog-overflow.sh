@@ -31,21 +31,11 @@ s = socket.create_connection(('$ADDR', 80)); time.sleep(4)" &
     for burst in 1 2 3 4 5 6; do
         # A reset needs a handshake that completes on a full queue: SYNs that
         # arrive together. A burst of real clients gives that most times.
-        in_ns python3 -c "
-import socket, time
-s = socket.create_connection(('$ADDR', 80)); time.sleep(2.5)" &
-        local holder=$! pids=()
-        sleep 0.2
-        for i in $(seq 6); do
-            in_ns curl -s -m 15 -o /dev/null -w '%{http_code} exit=%{exitcode}\n' "http://$ADDR/" >>"$LAB_TMP/rst-clients.txt" &
-            pids+=($!)
-        done
-        wait "${pids[@]}"
-        wait $holder
+        stuck_server_burst "$NS" "$ADDR" 2.5 "$LAB_TMP/rst-clients.txt"
         grep -q '"reason":"accept queue overflow"' "$EV_RST" && break
     done
     portlab_stop INT
-    sort "$LAB_TMP/rst-clients.txt" | uniq -c | sed 's/^/   client: /'
+    cut -d' ' -f1,2 "$LAB_TMP/rst-clients.txt" | sort | uniq -c | sed 's/^/   client: /'
     echo "   ($(grep -c '"reason":"accept queue overflow"' "$EV_RST") handshake(s) reset: accept queue overflow; curl exit 7 = couldn't connect, 56 = reset)"
 }
 

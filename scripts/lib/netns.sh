@@ -96,3 +96,22 @@ portlab_stop() {
 }
 
 events() { python3 "$EVENTS_PY" "$@"; }
+
+# stuck_server_burst NS ADDR HOLD_SECS OUT: a client connects to ADDR:80 and
+# says nothing for HOLD_SECS (a one-at-a-time server is stuck on it), then six
+# curls arrive at once; each appends "CODE exit=N SECONDS" to OUT.
+stuck_server_burst() {
+    local ns=$1 addr=$2 hold=$3 out=$4 i
+    ip netns exec "$ns" python3 -c "
+import socket, time
+s = socket.create_connection(('$addr', 80)); time.sleep($hold)" &
+    local holder=$! pids=()
+    sleep 0.2
+    for i in $(seq 6); do
+        ip netns exec "$ns" curl -s -m 25 -o /dev/null -w '%{http_code} exit=%{exitcode} %{time_total}\n' \
+            "http://$addr/" >>"$out" &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    wait $holder
+}
