@@ -45,6 +45,9 @@ command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rust
 echo "== cargo test (unit tests and packet scripts)"
 cargo test --workspace --quiet
 
+echo "== fuzz targets, 10 s each (scripts/fuzz.sh runs them for 10 minutes)"
+./scripts/fuzz.sh --quick
+
 echo "== cargo build --release"
 cargo build --release --quiet
 

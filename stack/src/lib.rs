@@ -22,7 +22,8 @@
 //! * [`faults`] — a lossy link inside our device layer (drop, duplicate, reorder, corrupt);
 //! * [`control`] — the control socket that `portlab ss` asks;
 //! * [`runtime`] — the thread that owns the device, the clock and the core;
-//! * [`net`] — the std::net-like blocking API: `Stack`, `TcpListener`, `TcpStream`.
+//! * [`net`] — the std::net-like blocking API: `Stack`, `TcpListener`, `TcpStream`;
+//! * [`fuzz`] — fuzz harnesses over the core, shared by `cargo fuzz` and `cargo test`.
 
 pub mod config;
 pub mod control;
@@ -31,6 +32,7 @@ pub mod device;
 pub mod engine;
 pub mod event;
 pub mod faults;
+pub mod fuzz;
 pub mod listener;
 pub mod net;
 pub mod netstack;
