@@ -121,6 +121,9 @@ pub enum DropReason {
     /// A segment for a connection still in SYN-RECEIVED was held back
     /// because the listener's accept queue is full.
     AcceptQueueFull,
+    /// A reset whose sequence number is not exactly the next one expected
+    /// (RFC 5961 3.2): answered with a challenge ACK instead of closing.
+    InexactReset,
 }
 
 impl DropReason {
@@ -133,6 +136,7 @@ impl DropReason {
             DropReason::Ipv6 => "ipv6 not enabled",
             DropReason::Multicast => "multicast or broadcast",
             DropReason::AcceptQueueFull => "accept queue full",
+            DropReason::InexactReset => "reset not at the expected sequence number",
         }
     }
 }

@@ -39,6 +39,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use etherparse::PacketBuilder;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State as TcpState};
 use smoltcp::time::Instant;
@@ -106,6 +107,10 @@ struct Conn {
     served_by: Option<String>,
     /// When the application let go of it (see `NetConfig::orphan_timeout`).
     orphaned_at: Option<Instant>,
+    /// What our last segment acknowledged, and the sequence number after
+    /// the highest one we sent: for the exact-reset check of RFC 5961.
+    rcv_nxt: Option<u32>,
+    snd_nxt: Option<u32>,
 }
 
 impl Conn {
@@ -481,6 +486,8 @@ impl NetStack {
                 accepted_by: None,
                 served_by: None,
                 orphaned_at: None,
+                rcv_nxt: None,
+                snd_nxt: None,
             },
         );
         if let Some(l) = self.listeners.get_mut(listener_id) {
@@ -537,9 +544,29 @@ impl NetStack {
         if seg.tsval.is_some() {
             conn.peer_tsval = seg.tsval;
         }
+        let challenge = challenge_for_inexact_reset(conn, seg);
         let Some(sockets) = conn.sockets.as_mut() else {
             return;
         };
+        if let Some(probe) = challenge {
+            // RFC 5961 3.2: only a reset at exactly the next expected
+            // sequence number closes the connection. Any other one gets a
+            // challenge ACK (which the engine rate-limits to one per second):
+            // a peer that really lost the connection answers it with an
+            // exact reset; a blind attacker cannot.
+            self.engine.ingress(now, &probe, sockets, &mut self.out);
+            let quad = conn.quad;
+            self.stats.packets_dropped += 1;
+            self.emit(
+                now,
+                Event::PacketDropped {
+                    reason: DropReason::InexactReset,
+                    quad: Some(quad),
+                },
+            );
+            self.flush_out(now, Some(id), Some(quad));
+            return;
+        }
         self.engine.ingress(now, packet, sockets, &mut self.out);
         if seg.rst
             && let Some(s) = conn.socket()
@@ -666,6 +693,19 @@ impl NetStack {
             let flags = segment::outbound(&packet);
             if let Some(id) = id {
                 self.note_outbound(now, id, &packet, flags);
+                if let (Some(f), Some(c)) = (flags, self.conns.get_mut(&id))
+                    && !f.rst
+                {
+                    if f.ack {
+                        c.rcv_nxt = Some(f.ack_number);
+                    }
+                    let ahead = c
+                        .snd_nxt
+                        .is_none_or(|n| (f.seq_end.wrapping_sub(n) as i32) > 0);
+                    if ahead {
+                        c.snd_nxt = Some(f.seq_end);
+                    }
+                }
             }
             if closing
                 && flags.is_some_and(|f| !f.rst && !f.syn)
@@ -1216,6 +1256,8 @@ impl NetStack {
                 accepted_by: None,
                 served_by: None,
                 orphaned_at: None,
+                rcv_nxt: None,
+                snd_nxt: None,
             },
         );
         self.stats.sockets_created += 1;
@@ -1666,6 +1708,34 @@ fn taken(demux: &Demux, listeners: &Listeners, quad: &Quad) -> Option<Rejection>
 
 fn not_connected() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "no such socket")
+}
+
+/// For a reset that is not at exactly the next expected sequence number on
+/// a synchronized connection: a segment that makes the engine send a
+/// challenge ACK (its acknowledgement number is far beyond anything we sent,
+/// and smoltcp answers such a segment with its current numbers).
+fn challenge_for_inexact_reset(conn: &Conn, seg: &Segment) -> Option<Vec<u8>> {
+    let synchronized = !matches!(
+        conn.state,
+        TcpState::Listen | TcpState::SynSent | TcpState::SynReceived | TcpState::Closed
+    );
+    let (rcv_nxt, snd_nxt) = (conn.rcv_nxt?, conn.snd_nxt?);
+    if !seg.rst || !synchronized || seg.seq == rcv_nxt {
+        return None;
+    }
+    let (local, remote) = (conn.quad.local, conn.quad.remote);
+    let builder = match (local.ip(), remote.ip()) {
+        (IpAddr::V4(l), IpAddr::V4(r)) => PacketBuilder::ipv4(r.octets(), l.octets(), 64),
+        (IpAddr::V6(l), IpAddr::V6(r)) => PacketBuilder::ipv6(r.octets(), l.octets(), 64),
+        _ => return None,
+    };
+    let mut probe = Vec::new();
+    builder
+        .tcp(remote.port(), local.port(), seg.seq, 0)
+        .ack(snd_nxt.wrapping_add(1 << 30))
+        .write(&mut probe, &[])
+        .ok()?;
+    Some(probe)
 }
 
 fn reset_error() -> io::Error {

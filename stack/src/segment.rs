@@ -216,7 +216,10 @@ pub struct Outbound {
     pub rst: bool,
     pub fin: bool,
     pub syn: bool,
+    pub ack: bool,
     pub ack_number: u32,
+    /// The sequence number after this segment (its data, SYN and FIN).
+    pub seq_end: u32,
 }
 
 /// Reads an outgoing packet's TCP flags, if it is TCP (the engine sends
@@ -232,11 +235,17 @@ pub fn outbound(packet: &[u8]) -> Option<Outbound> {
     }
     let tcp = packet.get(header..header + 14)?;
     let flags = tcp[13];
+    let data_offset = usize::from(tcp[12] >> 4) * 4;
+    let payload = packet.len().saturating_sub(header + data_offset) as u32;
+    let (fin, syn) = (flags & 0x01 != 0, flags & 0x02 != 0);
     Some(Outbound {
-        fin: flags & 0x01 != 0,
-        syn: flags & 0x02 != 0,
+        fin,
+        syn,
         rst: flags & 0x04 != 0,
+        ack: flags & 0x10 != 0,
         ack_number: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+        seq_end: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]])
+            .wrapping_add(payload + u32::from(fin) + u32::from(syn)),
     })
 }
 

@@ -1241,3 +1241,62 @@ fn syns_the_engine_refuses_leave_no_socket_behind() {
     );
     assert_eq!(lab.stack.table().listeners[0].syn_queue, 0);
 }
+
+/// RFC 5961 3.2: a reset in the window but not at exactly the next expected
+/// sequence number (a blind attacker's guess) gets a challenge ACK and leaves
+/// the connection open; the exact one closes it.
+#[test]
+fn inexact_reset_gets_a_challenge_ack_and_the_exact_one_closes() {
+    let (mut lab, mut c, id) = accepted(40000);
+    lab.expect_nothing();
+    let guess = c.build(|b| b.rst(), c.seq.wrapping_add(100), &[]);
+    lab.send(guess);
+    let challenge = lab.expect();
+    assert!(challenge.has_ack && !challenge.rst, "{challenge:?}");
+    assert_eq!(challenge.ack, c.seq, "the challenge names the exact number");
+    assert_eq!(challenge.seq, c.ack);
+    lab.expect_nothing();
+    // A second guess within the second gets nothing (rate limit) ...
+    lab.send(c.build(|b| b.rst(), c.seq.wrapping_add(5000), &[]));
+    lab.expect_nothing();
+    assert!(lab.take_events().iter().any(|e| matches!(
+        e,
+        Event::PacketDropped {
+            reason: portlab::event::DropReason::InexactReset,
+            ..
+        }
+    )));
+    // ... and the connection still works.
+    lab.send(c.data(b"ping"));
+    let mut buf = [0u8; 8];
+    assert_eq!(lab.stack.recv(lab.now, id, &mut buf).unwrap(), 4);
+    lab.settle();
+    assert_eq!(lab.expect().ack, c.seq, "the data is acknowledged");
+    // The exact reset ends it.
+    lab.send(c.rst());
+    assert_eq!(
+        lab.stack.recv(lab.now, id, &mut buf).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+}
+
+/// The exact number is the engine's, not the last one we acknowledged: with
+/// an ACK still delayed, the challenge carries the newer number, and a reset
+/// at that number closes the connection.
+#[test]
+fn reset_while_an_ack_is_delayed_is_challenged_with_the_current_number() {
+    let (mut lab, mut c, id) = accepted(40000);
+    lab.send(c.data(b"hello"));
+    // The stack has not acknowledged "hello" yet.
+    lab.expect_nothing();
+    lab.send(c.build(|b| b.rst(), c.seq.wrapping_add(7), &[]));
+    let challenge = lab.expect();
+    assert!(challenge.has_ack && !challenge.rst);
+    assert_eq!(challenge.ack, c.seq, "the challenge acknowledges the data");
+    lab.send(c.rst());
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        lab.stack.recv(lab.now, id, &mut buf).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+}
