@@ -4,7 +4,8 @@
 # on a TUN device, inside network namespaces; needs root).
 #
 # As root on Debian it installs what it needs (curl, iproute2, python3, tshark,
-# chromium, iputils-ping, nmap, hping3, slowhttptest, wrk, nginx-light).
+# chromium, iputils-ping, nmap, hping3, slowhttptest, wrk, nginx-light,
+# python3-scapy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,7 @@ command -v hping3 >/dev/null || missing+=(hping3)
 command -v slowhttptest >/dev/null || missing+=(slowhttptest)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
+/usr/bin/python3 -c 'import scapy' 2>/dev/null || missing+=(python3-scapy)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     if is_root && command -v apt-get >/dev/null; then

@@ -124,6 +124,9 @@ pub enum DropReason {
     /// A reset whose sequence number is not exactly the next one expected
     /// (RFC 5961 3.2): answered with a challenge ACK instead of closing.
     InexactReset,
+    /// A SYN on a synchronized connection (RFC 5961 4.2): answered with a
+    /// challenge ACK; the connection stays.
+    SynOnConnection,
 }
 
 impl DropReason {
@@ -137,6 +140,7 @@ impl DropReason {
             DropReason::Multicast => "multicast or broadcast",
             DropReason::AcceptQueueFull => "accept queue full",
             DropReason::InexactReset => "reset not at the expected sequence number",
+            DropReason::SynOnConnection => "syn on an established connection",
         }
     }
 }

@@ -544,23 +544,24 @@ impl NetStack {
         if seg.tsval.is_some() {
             conn.peer_tsval = seg.tsval;
         }
-        let challenge = challenge_for_inexact_reset(conn, seg);
+        let challenge = challenge(conn, seg);
         let Some(sockets) = conn.sockets.as_mut() else {
             return;
         };
-        if let Some(probe) = challenge {
-            // RFC 5961 3.2: only a reset at exactly the next expected
-            // sequence number closes the connection. Any other one gets a
-            // challenge ACK (which the engine rate-limits to one per second):
-            // a peer that really lost the connection answers it with an
-            // exact reset; a blind attacker cannot.
+        if let Some((reason, probe)) = challenge {
+            // RFC 5961: only a reset at exactly the next expected sequence
+            // number closes the connection (3.2); any other one, and any SYN
+            // (4.2), gets a challenge ACK instead, which the engine
+            // rate-limits to one per second. A peer that really lost the
+            // connection answers it with an exact reset; a blind attacker
+            // cannot.
             self.engine.ingress(now, &probe, sockets, &mut self.out);
             let quad = conn.quad;
             self.stats.packets_dropped += 1;
             self.emit(
                 now,
                 Event::PacketDropped {
-                    reason: DropReason::InexactReset,
+                    reason,
                     quad: Some(quad),
                 },
             );
@@ -1710,17 +1711,26 @@ fn not_connected() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "no such socket")
 }
 
-/// For a reset that is not at exactly the next expected sequence number on
-/// a synchronized connection: a segment that makes the engine send a
-/// challenge ACK (its acknowledgement number is far beyond anything we sent,
-/// and smoltcp answers such a segment with its current numbers).
-fn challenge_for_inexact_reset(conn: &Conn, seg: &Segment) -> Option<Vec<u8>> {
+/// For a reset that is not at exactly the next expected sequence number, or
+/// a SYN, on a synchronized connection: why it is refused, and a segment
+/// that makes the engine send a challenge ACK (its acknowledgement number is
+/// far beyond anything we sent, and smoltcp answers such a segment with its
+/// current numbers). smoltcp alone would accept any in-window reset and drop
+/// a SYN without ACK silently.
+fn challenge(conn: &Conn, seg: &Segment) -> Option<(DropReason, Vec<u8>)> {
     let synchronized = !matches!(
         conn.state,
         TcpState::Listen | TcpState::SynSent | TcpState::SynReceived | TcpState::Closed
     );
     let (rcv_nxt, snd_nxt) = (conn.rcv_nxt?, conn.snd_nxt?);
-    if !seg.rst || !synchronized || seg.seq == rcv_nxt {
+    let reason = if seg.rst && seg.seq != rcv_nxt {
+        DropReason::InexactReset
+    } else if seg.is_bare_syn() {
+        DropReason::SynOnConnection
+    } else {
+        return None;
+    };
+    if !synchronized {
         return None;
     }
     let (local, remote) = (conn.quad.local, conn.quad.remote);
@@ -1735,7 +1745,7 @@ fn challenge_for_inexact_reset(conn: &Conn, seg: &Segment) -> Option<Vec<u8>> {
         .ack(snd_nxt.wrapping_add(1 << 30))
         .write(&mut probe, &[])
         .ok()?;
-    Some(probe)
+    Some((reason, probe))
 }
 
 fn reset_error() -> io::Error {

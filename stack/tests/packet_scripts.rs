@@ -1300,3 +1300,20 @@ fn reset_while_an_ack_is_delayed_is_challenged_with_the_current_number() {
         std::io::ErrorKind::ConnectionReset
     );
 }
+
+/// RFC 5961 4.2: a SYN on an established connection (a restarted peer, or
+/// a blind attacker) gets a challenge ACK; the connection stays.
+#[test]
+fn syn_on_an_established_connection_gets_a_challenge_ack() {
+    let (mut lab, mut c, id) = accepted(40000);
+    let sockets = lab.stack.socket_count();
+    lab.send(c.build(|b| b.syn(), c.seq.wrapping_add(99_999), &[]));
+    let challenge = lab.expect();
+    assert!(challenge.has_ack && !challenge.syn && !challenge.rst);
+    assert_eq!(challenge.ack, c.seq);
+    lab.expect_nothing();
+    lab.send(c.data(b"still here"));
+    let mut buf = [0u8; 16];
+    assert_eq!(lab.stack.recv(lab.now, id, &mut buf).unwrap(), 10);
+    assert_eq!(lab.stack.socket_count(), sockets, "no second connection");
+}
