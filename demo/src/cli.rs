@@ -48,6 +48,32 @@ pub enum Command {
     /// Show a running stack's sockets, like 'ss -tan' (the kernel's ss cannot see them).
     #[command(after_help = SS_EXAMPLES)]
     Ss(SsArgs),
+    /// The same HTTP server (and --inetd services) on the kernel's sockets, no
+    /// TUN device: the benchmarks' comparator, so that only the stack differs.
+    KernelServe(KernelServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KernelServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    pub listen: std::net::IpAddr,
+
+    /// TCP port of the HTTP server.
+    #[arg(long, default_value_t = 80)]
+    pub port: u16,
+
+    /// Also serve TCP echo (7), discard (9) and chargen (19).
+    #[arg(long)]
+    pub inetd: bool,
+
+    /// Connections served at once, at most; more get 503 and are closed.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub header_timeout: u64,
 }
 
 const LISTEN_EXAMPLES: &str = "\
@@ -322,6 +348,11 @@ pub struct ServeArgs {
     /// Drop root once the TUN device is attached: run as this user from then on.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+
+    /// Also serve TCP echo (7), discard (9) and chargen (19), as inetd did:
+    /// port 7 then has a TCP and a UDP socket. The benchmarks use them.
+    #[arg(long)]
+    pub inetd: bool,
 
     /// UDP port of the echo service (0: none).
     #[arg(long, default_value_t = 7, value_name = "PORT")]

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
-use portlab::net::{Interest, PollEvent, TcpListener, TcpStream};
+use portlab::net::{Interest, PollEvent, Stack, TcpListener, TcpStream};
 
 use crate::http::{self, MAX_BODY, Response};
 use crate::serve::{Server, respond};
@@ -31,8 +31,11 @@ struct Conn {
     wants_write: bool,
 }
 
-pub fn run(server: &Server, listener: &TcpListener) -> Result<(), Box<dyn std::error::Error>> {
-    let stack = &server.stack;
+pub fn run(
+    stack: &Stack,
+    server: &Server,
+    listener: &TcpListener,
+) -> Result<(), Box<dyn std::error::Error>> {
     let poller = stack.poller();
     listener.set_nonblocking(true);
     poller.register(listener, LISTENER, Interest::READABLE);

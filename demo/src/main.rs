@@ -8,6 +8,8 @@ mod cli;
 mod connect;
 mod event_loop;
 mod http;
+mod inetd;
+mod kernel_serve;
 mod listen;
 mod models;
 mod output;
@@ -16,6 +18,7 @@ mod serve;
 mod signals;
 mod ss;
 mod story_page;
+mod stream;
 mod udp_echo;
 
 use std::process::ExitCode;
@@ -127,18 +130,22 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             if args.udp_port != 0 {
                 udp_echo::start(&stack, args.udp_port, args.udp_readers)?;
             }
+            if args.inetd {
+                start_inetd(&stack)?;
+            }
             let server = serve::Server {
-                stack: stack.clone(),
+                stack: Some(stack.clone()),
                 model: args.model.name(),
                 header_timeout: args.header_timeout(),
                 max_connections: args.max_connections.max(1),
                 active: Default::default(),
             };
-            let result = models::run(&args, server);
+            let result = models::run(&args, &stack, server);
             stack.shutdown(grace);
             result
         }
         Command::Ss(args) => ss::run(&args),
+        Command::KernelServe(args) => kernel_serve::run(&args),
         Command::Listen(args) => {
             let stack = Arc::new(Stack::start(args.device.stack_config()?)?);
             let s2 = stack.clone();
@@ -156,4 +163,23 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             result
         }
     }
+}
+
+/// The inetd services on the stack, one listener and accept thread each.
+fn start_inetd(stack: &Arc<Stack>) -> Result<(), Box<dyn std::error::Error>> {
+    for service in inetd::ALL {
+        let listener = stack.listen(service.port(), 128).map_err(|e| {
+            format!(
+                "cannot listen on port {} ({}): {e}",
+                service.port(),
+                service.name()
+            )
+        })?;
+        std::thread::Builder::new()
+            .name(service.name().into())
+            .spawn(move || {
+                inetd::accept_loop(service, || listener.accept().ok().map(|(s, _)| s))
+            })?;
+    }
+    Ok(())
 }

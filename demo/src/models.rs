@@ -26,7 +26,7 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use log::{info, warn};
 use portlab::Event;
-use portlab::net::{TcpListener, TcpStream};
+use portlab::net::{Stack, TcpListener, TcpStream};
 
 use crate::cli::ServeArgs;
 use crate::serve::{Server, serve_connection};
@@ -63,8 +63,7 @@ impl Model {
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Runs the chosen model until the stack stops.
-pub fn run(args: &ServeArgs, server: Server) -> Result<()> {
-    let stack = &server.stack;
+pub fn run(args: &ServeArgs, stack: &Arc<Stack>, server: Server) -> Result<()> {
     info!(
         "serving HTTP on http://{}:{}/ with model {}{}; Ctrl-C to stop",
         stack.addr(),
@@ -76,18 +75,17 @@ pub fn run(args: &ServeArgs, server: Server) -> Result<()> {
         }
     );
     match args.model {
-        Model::ThreadPerConnection => thread_per_connection(&server, &listen(&server, args)?),
-        Model::OneAtATime => one_at_a_time(&server, &listen(&server, args)?),
-        Model::Single => single(&server, args),
-        Model::Workers => workers(&server, args),
-        Model::Reuseport => reuseport(&server, args),
-        Model::EventLoop => crate::event_loop::run(&server, &listen(&server, args)?),
+        Model::ThreadPerConnection => thread_per_connection(&server, &listen(stack, args)?),
+        Model::OneAtATime => one_at_a_time(&server, &listen(stack, args)?),
+        Model::Single => single(stack, &server, args),
+        Model::Workers => workers(stack, &server, args),
+        Model::Reuseport => reuseport(stack, &server, args),
+        Model::EventLoop => crate::event_loop::run(stack, &server, &listen(stack, args)?),
     }
 }
 
-fn listen(server: &Server, args: &ServeArgs) -> Result<TcpListener> {
-    server
-        .stack
+fn listen(stack: &Stack, args: &ServeArgs) -> Result<TcpListener> {
+    stack
         .listen(args.port, args.backlog)
         .map_err(|e| format!("cannot listen on port {}: {e}", args.port).into())
 }
@@ -125,15 +123,15 @@ fn one_at_a_time(server: &Server, listener: &TcpListener) -> Result<()> {
     Ok(())
 }
 
-fn single(server: &Server, args: &ServeArgs) -> Result<()> {
+fn single(stack: &Stack, server: &Server, args: &ServeArgs) -> Result<()> {
     loop {
-        let listener = listen(server, args)?;
+        let listener = listen(stack, args)?;
         let Some(stream) = accept(&listener)? else {
             return Ok(());
         };
         // Stop listening while serving: whoever comes now finds no listener.
         drop(listener);
-        server.stack.emit(Event::App {
+        stack.emit(Event::App {
             kind: "not_listening".into(),
             id: Some(stream.id()),
             quad: Some(stream.quad()),
@@ -167,8 +165,8 @@ fn on_workers(n: usize, body: impl Fn(usize) -> Result<()> + Send + Sync + 'stat
     Ok(())
 }
 
-fn workers(server: &Server, args: &ServeArgs) -> Result<()> {
-    let listener = Arc::new(listen(server, args)?);
+fn workers(stack: &Stack, server: &Server, args: &ServeArgs) -> Result<()> {
+    let listener = Arc::new(listen(stack, args)?);
     let server = server.clone();
     on_workers(args.workers, move |_| {
         while let Some(stream) = accept(&listener)? {
@@ -178,13 +176,12 @@ fn workers(server: &Server, args: &ServeArgs) -> Result<()> {
     })
 }
 
-fn reuseport(server: &Server, args: &ServeArgs) -> Result<()> {
+fn reuseport(stack: &Stack, server: &Server, args: &ServeArgs) -> Result<()> {
     // Every member joins before any connection is accepted, so the group is
     // complete from the first SYN on.
     let mut listeners = Vec::new();
     for _ in 0..args.workers.max(1) {
-        let l = server
-            .stack
+        let l = stack
             .listen_reuse(args.port, args.backlog)
             .map_err(|e| format!("cannot join the reuse-port group on {}: {e}", args.port))?;
         listeners.push(Some(l));

@@ -5,20 +5,23 @@
 //! timeout (408). The serving *models* — which thread runs this for which
 //! connection — are in `models`.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use portlab::net::{Stack, TcpStream};
+use portlab::net::Stack;
 
 use crate::http::{self, HttpError, Request, Response};
 use crate::page::View;
+use crate::stream::Stream;
 
 /// What every connection of one server shares.
 #[derive(Clone)]
 pub struct Server {
-    pub stack: Arc<Stack>,
+    /// The stack whose connection table the pages show; `None` when the
+    /// same server runs on the kernel's sockets (`portlab kernel-serve`).
+    pub stack: Option<Arc<Stack>>,
     /// The serving model's name, shown on the page.
     pub model: &'static str,
     pub header_timeout: Duration,
@@ -47,7 +50,7 @@ impl Drop for Active {
 }
 
 /// The answer to a connection over the cap.
-pub fn over_capacity(server: &Server, stream: &TcpStream) -> Vec<u8> {
+pub fn over_capacity(server: &Server, stream: &impl Stream) -> Vec<u8> {
     stream.emit(
         "http_connection_cap",
         format!("{} connections already served: 503", server.max_connections),
@@ -61,7 +64,7 @@ pub fn over_capacity(server: &Server, stream: &TcpStream) -> Vec<u8> {
 }
 
 /// Serves requests on one connection until it ends.
-pub fn serve_connection(server: &Server, stream: TcpStream) {
+pub fn serve_connection(server: &Server, stream: impl Stream) {
     let Some(_active) = server.admit() else {
         let _ = stream.write_all_then_shutdown(&over_capacity(server, &stream));
         linger(&stream);
@@ -118,7 +121,7 @@ pub fn serve_connection(server: &Server, stream: TcpStream) {
             let _ = stream.write_all_then_shutdown(&bytes);
             return;
         }
-        if (&stream).write_all(&bytes).is_err() {
+        if stream.write_all(&bytes).is_err() {
             return;
         }
     }
@@ -128,7 +131,7 @@ pub fn serve_connection(server: &Server, stream: TcpStream) {
 /// for a moment, so that closing does not reset the connection — closing with
 /// unread data sends RST, which could destroy the response before the client
 /// reads it.
-fn linger(mut stream: &TcpStream) {
+fn linger(stream: &impl Stream) {
     stream.set_read_timeout(Some(Duration::from_secs(1)));
     let mut chunk = [0u8; 4096];
     let mut budget = 256 * 1024;
@@ -151,7 +154,7 @@ enum ReadError {
 /// The whole head must arrive within `limit` — not each read: a slowloris
 /// client sending one byte every few seconds would otherwise never time out.
 fn read_request(
-    mut stream: &TcpStream,
+    stream: &impl Stream,
     buf: &mut Vec<u8>,
     limit: Duration,
 ) -> Result<Option<Request>, ReadError> {
@@ -188,7 +191,7 @@ fn read_request(
     }
 }
 
-fn discard_body(mut stream: &TcpStream, buf: &mut Vec<u8>, len: usize) -> Result<(), ReadError> {
+fn discard_body(stream: &impl Stream, buf: &mut Vec<u8>, len: usize) -> Result<(), ReadError> {
     let mut left = len;
     let from_buf = left.min(buf.len());
     buf.drain(..from_buf);
@@ -208,8 +211,9 @@ fn discard_body(mut stream: &TcpStream, buf: &mut Vec<u8>, len: usize) -> Result
 }
 
 /// The response to `req`, ready to write.
-pub fn respond(server: &Server, stream: &TcpStream, req: &Request) -> Vec<u8> {
-    route(&server.stack, server.model, stream, req).to_bytes(req.keep_alive, req.method == "HEAD")
+pub fn respond(server: &Server, stream: &impl Stream, req: &Request) -> Vec<u8> {
+    route(server.stack.as_deref(), server.model, stream, req)
+        .to_bytes(req.keep_alive, req.method == "HEAD")
 }
 
 /// How long `/you?delay=MS` asks to wait before answering (at most 2 s):
@@ -227,17 +231,20 @@ pub fn requested_delay(req: &Request) -> Option<Duration> {
     Some(Duration::from_millis(ms.min(2000)))
 }
 
-fn route(stack: &Stack, model: &str, stream: &TcpStream, req: &Request) -> Response {
+fn route(stack: Option<&Stack>, model: &str, stream: &impl Stream, req: &Request) -> Response {
     if req.method != "GET" && req.method != "HEAD" {
         return Response::text(405, "Method Not Allowed", "only GET and HEAD are served\n");
     }
     let path = req.target.split('?').next().unwrap_or("/");
     match path {
         "/" | "/connections.json" => {
+            let Some(stack) = stack else {
+                return no_table();
+            };
             let table = stack.table();
             let view = View {
                 you: stream.quad(),
-                your_id: stream.id().0,
+                your_id: stream.number(),
                 model,
                 table: &table,
             };
@@ -274,9 +281,12 @@ fn route(stack: &Stack, model: &str, stream: &TcpStream, req: &Request) -> Respo
             200,
             "OK",
             "text/html; charset=utf-8",
-            crate::page::you_html(stream.quad(), stream.id().0).into_bytes(),
+            crate::page::you_html(stream.quad(), stream.number()).into_bytes(),
         ),
         p if p.starts_with("/story/") => {
+            let Some(stack) = stack else {
+                return no_table();
+            };
             let story = p["/story/".len()..]
                 .parse::<u64>()
                 .ok()
@@ -297,4 +307,13 @@ fn route(stack: &Stack, model: &str, stream: &TcpStream, req: &Request) -> Respo
         }
         _ => Response::text(404, "Not Found", "not found\n"),
     }
+}
+
+/// On the kernel's sockets there is no connection table to show.
+fn no_table() -> Response {
+    Response::text(
+        404,
+        "Not Found",
+        "the kernel's sockets have no portlab connection table\n",
+    )
 }

@@ -1,0 +1,104 @@
+//! The connection a server serves: a socket of portlab's stack, or a socket
+//! of the kernel's.
+//!
+//! The HTTP server (`serve`) and the inetd services (`inetd`) are written
+//! against this trait, so that the very same code also runs on `std::net`
+//! sockets (`portlab kernel-serve`): the benchmark's comparison then
+//! measures the stack, not the server.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use portlab::Quad;
+
+pub trait Stream: Send + 'static {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write_all(&self, data: &[u8]) -> io::Result<()>;
+    /// Writes all of `data`, then sends FIN.
+    fn write_all_then_shutdown(&self, data: &[u8]) -> io::Result<()>;
+    fn set_read_timeout(&self, t: Option<Duration>);
+    fn set_write_timeout(&self, t: Option<Duration>);
+    /// The connection's 4-tuple, local end first.
+    fn quad(&self) -> Quad;
+    /// A number for the page: the stack's socket id, or the kernel's fd.
+    fn number(&self) -> u64;
+    /// Records an application event (portlab's event log; the kernel
+    /// comparator has none and logs at debug level).
+    fn emit(&self, kind: &str, detail: String);
+}
+
+impl Stream for portlab::net::TcpStream {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(&mut &*self, buf)
+    }
+    fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        Write::write_all(&mut &*self, data)
+    }
+    fn write_all_then_shutdown(&self, data: &[u8]) -> io::Result<()> {
+        portlab::net::TcpStream::write_all_then_shutdown(self, data)
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) {
+        portlab::net::TcpStream::set_read_timeout(self, t)
+    }
+    fn set_write_timeout(&self, t: Option<Duration>) {
+        portlab::net::TcpStream::set_write_timeout(self, t)
+    }
+    fn quad(&self) -> Quad {
+        portlab::net::TcpStream::quad(self)
+    }
+    fn number(&self) -> u64 {
+        self.id().0
+    }
+    fn emit(&self, kind: &str, detail: String) {
+        portlab::net::TcpStream::emit(self, kind, detail)
+    }
+}
+
+impl Stream for std::net::TcpStream {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(&mut &*self, buf).map_err(timeout_as_timed_out)
+    }
+    fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        Write::write_all(&mut &*self, data).map_err(timeout_as_timed_out)
+    }
+    fn write_all_then_shutdown(&self, data: &[u8]) -> io::Result<()> {
+        Stream::write_all(self, data)?;
+        self.shutdown(Shutdown::Write)
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) {
+        // A zero timeout is an error for std::net; the smallest one instead.
+        let _ = std::net::TcpStream::set_read_timeout(self, t.map(at_least_a_microsecond));
+    }
+    fn set_write_timeout(&self, t: Option<Duration>) {
+        let _ = std::net::TcpStream::set_write_timeout(self, t.map(at_least_a_microsecond));
+    }
+    fn quad(&self) -> Quad {
+        let unspecified = || std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        Quad::new(
+            self.local_addr().unwrap_or_else(|_| unspecified()),
+            self.peer_addr().unwrap_or_else(|_| unspecified()),
+        )
+    }
+    fn number(&self) -> u64 {
+        self.as_raw_fd() as u64
+    }
+    fn emit(&self, kind: &str, detail: String) {
+        log::debug!("{kind}: {detail}");
+    }
+}
+
+fn at_least_a_microsecond(d: Duration) -> Duration {
+    d.max(Duration::from_micros(1))
+}
+
+/// std::net reports an expired socket timeout as `WouldBlock`; the server
+/// expects `TimedOut`, as portlab's sockets report it.
+fn timeout_as_timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, e)
+    } else {
+        e
+    }
+}
