@@ -1,64 +1,91 @@
 #!/usr/bin/env bash
 # Benchmarks: portlab against the Linux kernel, measured in the same run.
 #
-#   sudo scripts/bench.sh            rounds of 10 s per workload
-#   sudo scripts/bench.sh --quick    one short round (a smoke test, as in CI)
+#   sudo scripts/bench.sh            the full suite (about 15 minutes)
+#   sudo scripts/bench.sh --quick    short forms of every workload (a smoke test, as in CI)
 #
-# Workloads so far (see issue #7 for the full suite still to come):
-#   keepalive   small GET, 50 keep-alive connections (wrk)
-#   newconn     a new connection per request, 50 at a time (wrk, Connection: close)
-# Comparator: nginx on the kernel's stack, between two namespaces over veth.
-# The load generator and the server are pinned to different CPUs (taskset)
-# where the machine has two. Prints a table with ratios and writes it as
-# Markdown and JSON to target/bench/. Everything runs inside namespaces this
-# script creates and deletes.
+# Workloads (issue #7), each with its comparators in the same run, rounds
+# interleaved, medians reported:
+#   bulk       bytes from chargen / to discard (portlab-bench bulk), both
+#              directions, MTU 1500: portlab vs the same services on kernel
+#              sockets over veth with offloads off and on; iperf3 for reference
+#   keepalive  small GET on 50 keep-alive connections (wrk): portlab vs the
+#              same server on kernel sockets (portlab kernel-serve); nginx for reference
+#   newconn    a new connection per request, 50 at a time (wrk, Connection: close)
+#   latency    1-byte ping-pong on one connection (portlab-bench pingpong), p50 and p99
+#   flatcost   keepalive beside 10 / 1,000 / 10,000 idle connections: CPU time
+#              of the portlab process per request
+#   memory     resident and virtual size per idle connection, at 10,000
+#
+# Placement: portlab (and every kernel-side server) is pinned to CPU 0, the
+# load generator to CPU 1 (taskset), when the machine has two CPUs. The kernel
+# comparators run between two namespaces over a veth pair; portlab runs on
+# its TUN in a third. Nothing leaves those namespaces. Prints a table with
+# ratios and pass/fall-short per line and writes it as Markdown and JSON to
+# target/bench/.
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib/netns.sh
 
 QUICK=0
 [ "${1:-}" = --quick ] && QUICK=1
-DURATION=$([ "$QUICK" = 1 ] && echo 2 || echo 10)
-ROUNDS=$([ "$QUICK" = 1 ] && echo 1 || echo 3)
+if [ "$QUICK" = 1 ]; then
+    DURATION=2 ROUNDS=1 BULK_BYTES=$((64 << 20)) PINGS=2000 HOLDS="10 1000"
+else
+    DURATION=10 ROUNDS=3 BULK_BYTES=$((1 << 30)) PINGS=20000 HOLDS="10 1000 10000"
+fi
 
 require_root "scripts/bench.sh"
-for tool in wrk nginx taskset; do
-    command -v "$tool" >/dev/null || die "$tool is missing: apt-get install wrk nginx-light util-linux"
+for tool in wrk nginx taskset iperf3 ethtool; do
+    command -v "$tool" >/dev/null || die "$tool is missing: apt-get install wrk nginx-light util-linux iperf3 ethtool"
 done
 cargo build --release --quiet || die "the build failed"
+BENCH_BIN="$PORTLAB_ROOT/target/release/portlab-bench"
 lab_init
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
 CPUS=$(nproc)
 SERVER_CPU=0
 CLIENT_CPU=$([ "$CPUS" -ge 2 ] && echo 1 || echo 0)
-pin_client() { taskset -c "$CLIENT_CPU" "$@"; }
+RESULTS="$LAB_TMP/results.txt"
+: >"$RESULTS"
+record() { echo "$1 $2" >>"$RESULTS"; }
+median() { sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
+json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 
-# portlab: the stack on a TUN in its own namespace; wrk from the kernel side.
+# portlab: the stack on a TUN in its own namespace; clients from the kernel side.
 NS_P=portlab-bench-stack
+P_ADDR=10.203.80.2
 lab_ns "$NS_P"
 portlab_bench_start() {
     ip netns exec "$NS_P" taskset -c "$SERVER_CPU" "$PORTLAB_BIN" --log-level warn serve \
-        --events "$LAB_TMP/bench.jsonl" --udp-port 0 --max-connections 10000 >"$LAB_TMP/portlab.log" 2>&1 &
+        --inetd --udp-port 0 --max-connections 20000 "$@" >"$LAB_TMP/portlab.log" 2>&1 &
     PORTLAB_PID=$!
     LAB_PIDS+=("$PORTLAB_PID")
     local i
     for i in $(seq 100); do
-        ip netns exec "$NS_P" curl -s -m 1 -o /dev/null http://10.203.80.2/you && return 0
+        ip netns exec "$NS_P" curl -s -m 1 -o /dev/null "http://$P_ADDR/you" && return 0
         sleep 0.05
     done
+    cat "$LAB_TMP/portlab.log" >&2
     die "portlab did not start"
 }
 
-# The kernel: nginx in one namespace, wrk in another, a veth pair between.
+# The kernel: servers in one namespace, clients in another, a veth pair between.
 NS_KS=portlab-bench-ksrv
 NS_KC=portlab-bench-kcli
+K_ADDR=10.204.80.2
 lab_ns "$NS_KS"
 lab_ns "$NS_KC"
 ip link add pbench0 netns "$NS_KS" type veth peer name pbench1 netns "$NS_KC"
-ip netns exec "$NS_KS" ip addr add 10.204.80.2/24 dev pbench0
+ip netns exec "$NS_KS" ip addr add "$K_ADDR/24" dev pbench0
 ip netns exec "$NS_KC" ip addr add 10.204.80.1/24 dev pbench1
 ip netns exec "$NS_KS" ip link set pbench0 up
 ip netns exec "$NS_KC" ip link set pbench1 up
+offloads() {
+    ip netns exec "$NS_KS" ethtool -K pbench0 tso "$1" gso "$1" gro "$1" >/dev/null 2>&1
+    ip netns exec "$NS_KC" ethtool -K pbench1 tso "$1" gso "$1" gro "$1" >/dev/null 2>&1
+}
 mkdir -p "$LAB_TMP/www" "$LAB_TMP/nginx"
 # About the size of portlab's /you page.
 head -c 300 /dev/zero | tr '\0' 'x' >"$LAB_TMP/www/you"
@@ -72,78 +99,207 @@ http {
     access_log off;
     keepalive_requests 1000000;
     server {
-        listen 10.204.80.2:80 reuseport backlog=4096;
+        listen $K_ADDR:80 reuseport backlog=4096;
         root $LAB_TMP/www;
     }
 }
 EOF
-ip netns exec "$NS_KS" taskset -c "$SERVER_CPU" nginx -c "$LAB_TMP/nginx/nginx.conf" &
+in_ks() { ip netns exec "$NS_KS" taskset -c "$SERVER_CPU" "$@"; }
+in_ks nginx -c "$LAB_TMP/nginx/nginx.conf" &
 LAB_PIDS+=($!)
-for i in $(seq 100); do
-    ip netns exec "$NS_KC" curl -s -m 1 -o /dev/null http://10.204.80.2/you && break
-    sleep 0.05
+# The same HTTP server code as portlab's, on kernel sockets, with the same services.
+in_ks "$PORTLAB_BIN" --log-level warn kernel-serve --listen "$K_ADDR" --port 8080 --inetd \
+    --max-connections 20000 >"$LAB_TMP/kernel-serve.log" 2>&1 &
+LAB_PIDS+=($!)
+in_ks iperf3 -s -B "$K_ADDR" >/dev/null 2>&1 &
+LAB_PIDS+=($!)
+for url in "http://$K_ADDR/you" "http://$K_ADDR:8080/you"; do
+    for i in $(seq 100); do
+        ip netns exec "$NS_KC" curl -s -m 1 -o /dev/null "$url" && break
+        sleep 0.05
+    done
 done
+portlab_bench_start
 
-# wrk_rps NS URL [extra wrk args]: requests per second, and errors.
-wrk_rps() {
+# client NS CMD...: the load generator, pinned.
+client() {
+    local ns=$1
+    shift
+    ip netns exec "$ns" taskset -c "$CLIENT_CPU" "$@"
+}
+
+# wrk_run NS URL [extra wrk args]: "requests/s errors total_requests".
+wrk_run() {
     local ns=$1 url=$2
     shift 2
-    ip netns exec "$ns" taskset -c "$CLIENT_CPU" wrk -t1 -c50 -d"${DURATION}s" "$@" "$url" 2>&1 |
+    client "$ns" wrk -t1 -c50 -d"${DURATION}s" "$@" "$url" 2>&1 |
         python3 -c '
 import re, sys
 t = sys.stdin.read()
 rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
+total = re.search(r"(\d+) requests in", t)
 errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{float(rps.group(1)) if rps else 0:.0f} {errs + (int(non2xx.group(1)) if non2xx else 0)}")'
+print(f"{float(rps.group(1)) if rps else 0:.0f} {errs + (int(non2xx.group(1)) if non2xx else 0)} {total.group(1) if total else 0}")'
 }
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
-
-portlab_bench_start
-declare -A RESULT ERRORS
+echo "== HTTP: keep-alive and a new connection per request (${ROUNDS} x ${DURATION} s each)"
 for workload in keepalive newconn; do
     extra=()
     [ "$workload" = newconn ] && extra=(-H "Connection: close")
-    p_runs=() k_runs=() errs=0
+    p=() k=() n=() errs=0
     for r in $(seq "$ROUNDS"); do
-        # Interleaved: the same conditions for both.
-        read -r rps e < <(wrk_rps "$NS_P" http://10.203.80.2/you "${extra[@]}")
-        p_runs+=("$rps")
+        read -r rps e _ < <(wrk_run "$NS_P" "http://$P_ADDR/you" "${extra[@]}")
+        p+=("$rps")
         errs=$((errs + e))
-        read -r rps e < <(wrk_rps "$NS_KC" http://10.204.80.2/you "${extra[@]}")
-        k_runs+=("$rps")
+        read -r rps e _ < <(wrk_run "$NS_KC" "http://$K_ADDR:8080/you" "${extra[@]}")
+        k+=("$rps")
+        read -r rps e _ < <(wrk_run "$NS_KC" "http://$K_ADDR/you" "${extra[@]}")
+        n+=("$rps")
     done
-    RESULT[$workload,portlab]=$(printf '%s\n' "${p_runs[@]}" | median)
-    RESULT[$workload,kernel]=$(printf '%s\n' "${k_runs[@]}" | median)
-    ERRORS[$workload]=$errs
+    record "$workload.portlab" "$(printf '%s\n' "${p[@]}" | median)"
+    record "$workload.kernel" "$(printf '%s\n' "${k[@]}" | median)"
+    record "$workload.nginx" "$(printf '%s\n' "${n[@]}" | median)"
+    record "$workload.errors" "$errs"
+    echo "   $workload: portlab ${p[*]}; same server on kernel sockets ${k[*]}; nginx ${n[*]} req/s"
+done
+
+echo "== latency: 1-byte ping-pong, $PINGS round trips"
+p50=() p99=() k50=() k99=()
+for r in $(seq "$ROUNDS"); do
+    out=$(client "$NS_P" "$BENCH_BIN" pingpong "$P_ADDR:7" --count "$PINGS")
+    p50+=("$(echo "$out" | json_field p50_us)")
+    p99+=("$(echo "$out" | json_field p99_us)")
+    out=$(client "$NS_KC" "$BENCH_BIN" pingpong "$K_ADDR:7" --count "$PINGS")
+    k50+=("$(echo "$out" | json_field p50_us)")
+    k99+=("$(echo "$out" | json_field p99_us)")
+done
+record latency.p50.portlab "$(printf '%s\n' "${p50[@]}" | median)"
+record latency.p99.portlab "$(printf '%s\n' "${p99[@]}" | median)"
+record latency.p50.kernel "$(printf '%s\n' "${k50[@]}" | median)"
+record latency.p99.kernel "$(printf '%s\n' "${k99[@]}" | median)"
+echo "   portlab p50 ${p50[*]} p99 ${p99[*]}; kernel p50 ${k50[*]} p99 ${k99[*]} (µs)"
+
+echo "== bulk: $((BULK_BYTES >> 20)) MiB each direction"
+iperf_gbit() {
+    client "$NS_KC" iperf3 -c "$K_ADDR" -n "$BULK_BYTES" -J "$@" 2>/dev/null |
+        python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9, 3))'
+}
+for dir in recv send; do
+    port=$([ "$dir" = recv ] && echo 19 || echo 9)
+    p=() koff=() kon=() ioff=() ion=()
+    for r in $(seq "$ROUNDS"); do
+        p+=("$(client "$NS_P" "$BENCH_BIN" bulk "$dir" "$P_ADDR:$port" --bytes "$BULK_BYTES" | json_field gbit_s)")
+        offloads off
+        koff+=("$(client "$NS_KC" "$BENCH_BIN" bulk "$dir" "$K_ADDR:$port" --bytes "$BULK_BYTES" | json_field gbit_s)")
+        ioff+=("$(iperf_gbit $([ "$dir" = recv ] && echo -R))")
+        offloads on
+        kon+=("$(client "$NS_KC" "$BENCH_BIN" bulk "$dir" "$K_ADDR:$port" --bytes "$BULK_BYTES" | json_field gbit_s)")
+        ion+=("$(iperf_gbit $([ "$dir" = recv ] && echo -R))")
+    done
+    record "bulk.$dir.portlab" "$(printf '%s\n' "${p[@]}" | median)"
+    record "bulk.$dir.kernel_off" "$(printf '%s\n' "${koff[@]}" | median)"
+    record "bulk.$dir.kernel_on" "$(printf '%s\n' "${kon[@]}" | median)"
+    record "bulk.$dir.iperf_off" "$(printf '%s\n' "${ioff[@]}" | median)"
+    record "bulk.$dir.iperf_on" "$(printf '%s\n' "${ion[@]}" | median)"
+    echo "   $dir: portlab ${p[*]}; kernel offloads off ${koff[*]}, on ${kon[*]}; iperf3 off ${ioff[*]}, on ${ion[*]} (Gbit/s)"
+done
+
+echo "== flat cost and memory: keep-alive GETs beside idle connections (event-loop server)"
+portlab_stop INT
+portlab_bench_start --model event-loop --header-timeout 3600
+proc_field() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$PORTLAB_PID/status"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PORTLAB_PID/stat"; }
+record memory.rss_kib.0 "$(proc_field VmRSS)"
+record memory.vsz_kib.0 "$(proc_field VmSize)"
+for n in $HOLDS; do
+    fifo="$LAB_TMP/hold-$n.in"
+    mkfifo "$fifo"
+    client "$NS_P" "$BENCH_BIN" hold "$P_ADDR:80" --count "$n" <"$fifo" >"$LAB_TMP/hold-$n.out" 2>&1 &
+    holder=$!
+    exec 7>"$fifo"
+    for i in $(seq 600); do
+        grep -q held "$LAB_TMP/hold-$n.out" && break
+        kill -0 "$holder" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q held "$LAB_TMP/hold-$n.out" || { cat "$LAB_TMP/hold-$n.out"; die "could not hold $n connections"; }
+    sleep 1
+    record "memory.rss_kib.$n" "$(proc_field VmRSS)"
+    record "memory.vsz_kib.$n" "$(proc_field VmSize)"
+    us=()
+    for r in $(seq "$ROUNDS"); do
+        before=$(cpu_ticks)
+        read -r rps e total < <(wrk_run "$NS_P" "http://$P_ADDR/you")
+        after=$(cpu_ticks)
+        us+=("$(python3 -c "print(round(($after - $before) / $(getconf CLK_TCK) * 1e6 / max($total, 1), 2))")")
+    done
+    record "flatcost.$n" "$(printf '%s\n' "${us[@]}" | median)"
+    echo "   $n idle connections: ${us[*]} µs of CPU per request; RSS $(proc_field VmRSS) KiB"
+    exec 7>&-
+    wait "$holder"
+    sleep 1
 done
 
 mkdir -p target/bench
-MACHINE="$(nproc) vCPU, $(uname -r)"
-python3 - "$MACHINE" "$DURATION" "$ROUNDS" \
-    "${RESULT[keepalive,portlab]}" "${RESULT[keepalive,kernel]}" "${ERRORS[keepalive]}" \
-    "${RESULT[newconn,portlab]}" "${RESULT[newconn,kernel]}" "${ERRORS[newconn]}" <<'PY'
+MACHINE="$(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), Linux $(uname -r)"
+python3 - "$RESULTS" "$MACHINE" "$DURATION" "$ROUNDS" "$BULK_BYTES" "$PINGS" "$HOLDS" <<'PY'
 import json, sys
-machine, duration, rounds = sys.argv[1], sys.argv[2], sys.argv[3]
-rows = [
-    ("keep-alive GET, 50 connections", 0.6, *map(float, sys.argv[4:7])),
-    ("new connection per request, 50 at a time", 0.5, *map(float, sys.argv[7:10])),
-]
-lines = [f"Machine: {machine}; {rounds} round(s) of {duration} s, medians; nginx on the kernel over veth.", "",
-         "| workload | portlab req/s | kernel req/s | ratio | target | errors (portlab) |",
-         "|---|---|---|---|---|---|"]
-out = []
-for name, target, p, k, errs in rows:
-    ratio = p / k if k else 0
-    verdict = "meets" if ratio >= target else "falls short"
-    lines.append(f"| {name} | {p:.0f} | {k:.0f} | {ratio:.2f} | >= {target} ({verdict}) | {int(errs)} |")
-    out.append({"workload": name, "portlab_rps": p, "kernel_rps": k, "ratio": ratio, "target": target,
-                "meets": ratio >= target, "portlab_errors": int(errs)})
+path, machine, duration, rounds, bulk_bytes, pings, holds = sys.argv[1:8]
+r = {}
+for line in open(path):
+    k, v = line.split()
+    r[k] = float(v)
+holds = [int(h) for h in holds.split()]
+rows = []  # workload, portlab, comparator name, comparator, ratio, target text, meets
+
+def row(name, p, cname, c, target, higher_is_better=True, unit=""):
+    ratio = (p / c) if c else 0.0
+    meets = ratio >= target if higher_is_better else ratio <= target
+    rows.append({"workload": name, "portlab": p, "comparator": cname, "comparator_value": c,
+                 "unit": unit, "ratio": round(ratio, 3),
+                 "target": (">= " if higher_is_better else "<= ") + str(target), "meets": meets})
+
+for d, label in (("recv", "bulk stack -> kernel"), ("send", "bulk kernel -> stack")):
+    row(label, r[f"bulk.{d}.portlab"], "same services, kernel, offloads off", r[f"bulk.{d}.kernel_off"], 0.5, unit="Gbit/s")
+    row(label + " (no TUN offloads yet)", r[f"bulk.{d}.portlab"], "same services, kernel, offloads on", r[f"bulk.{d}.kernel_on"], 0.5, unit="Gbit/s")
+row("keep-alive GET, 50 connections", r["keepalive.portlab"], "same server, kernel sockets", r["keepalive.kernel"], 0.6, unit="req/s")
+row("new connection per request, 50 at a time", r["newconn.portlab"], "same server, kernel sockets", r["newconn.kernel"], 0.5, unit="req/s")
+row("latency p50, 1-byte ping-pong", r["latency.p50.portlab"], "kernel over veth", r["latency.p50.kernel"], 1.5, False, "µs")
+row("latency p99, 1-byte ping-pong", r["latency.p99.portlab"], "kernel over veth", r["latency.p99.kernel"], 2.0, False, "µs")
+big = max(holds)
+row(f"flat cost: CPU per request beside {big} idle connections", r[f"flatcost.{big}"], "beside 10", r["flatcost.10"], 1.25, False, "µs")
+per_conn = (r[f"memory.rss_kib.{big}"] - r["memory.rss_kib.10"]) / (big - 10)
+per_conn_v = (r[f"memory.vsz_kib.{big}"] - r["memory.vsz_kib.10"]) / (big - 10)
+rows.append({"workload": f"memory per idle connection (at {big})", "portlab": round(per_conn, 2),
+             "comparator": "target", "comparator_value": 16, "unit": "KiB resident", "ratio": None,
+             "target": "<= 16 KiB", "meets": per_conn <= 16, "virtual_kib": round(per_conn_v, 1)})
+errors = int(r["newconn.errors"] + r["keepalive.errors"])
+
+def fmt(v):
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+lines = [f"Machine: {machine}. {rounds} round(s); wrk runs of {duration} s; bulk {int(bulk_bytes) >> 20} MiB; "
+         f"{pings} ping-pongs; medians. portlab and the servers on CPU 0, the load on CPU 1.", "",
+         "| workload | portlab | comparator | ratio | target |", "|---|---|---|---|---|"]
+for x in rows:
+    verdict = "meets" if x["meets"] else "falls short"
+    if x["ratio"] is None:
+        lines.append(f"| {x['workload']} | {x['portlab']} {x['unit']} (virtual {x['virtual_kib']} KiB) | | | {x['target']} ({verdict}) |")
+    else:
+        lines.append(f"| {x['workload']} | {fmt(x['portlab'])} {x['unit']} | {x['comparator']}: {fmt(x['comparator_value'])} | "
+                     f"{x['ratio']:.2f} | {x['target']} ({verdict}) |")
+lines += ["", "References in the same run: "
+          f"nginx {fmt(r['keepalive.nginx'])} req/s keep-alive, {fmt(r['newconn.nginx'])} req/s new connections; "
+          f"iperf3 over veth {r['bulk.recv.iperf_off']:.2f} / {r['bulk.send.iperf_off']:.2f} Gbit/s offloads off, "
+          f"{r['bulk.recv.iperf_on']:.2f} / {r['bulk.send.iperf_on']:.2f} on (server to client / client to server). "
+          "CPU per request beside idle connections: " + ", ".join(f"{h}: {r[f'flatcost.{h}']:.2f} µs" for h in holds) + ". "
+          "Resident memory: " + ", ".join(f"{h}: {r[f'memory.rss_kib.{h}'] / 1024:.1f} MiB" for h in [0] + holds) + ". "
+          f"HTTP errors at portlab: {errors}."]
 print("\n".join(lines))
 open("target/bench/results.md", "w").write("\n".join(lines) + "\n")
-json.dump({"machine": machine, "duration_s": int(duration), "rounds": int(rounds), "results": out},
-          open("target/bench/results.json", "w"), indent=2)
+json.dump({"machine": machine, "rounds": int(rounds), "wrk_seconds": int(duration), "bulk_bytes": int(bulk_bytes),
+           "pings": int(pings), "rows": rows, "raw": r}, open("target/bench/results.json", "w"), indent=2)
 PY
 echo
 echo "written: target/bench/results.md, target/bench/results.json"

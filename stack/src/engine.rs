@@ -17,12 +17,13 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
+use crate::buffers::ConnSockets;
 use crate::config::NetConfig;
 
 /// The engine's TSval clock, in milliseconds. smoltcp asks for timestamps
@@ -78,14 +79,13 @@ impl Engine {
         TSVAL_MILLIS.store(now.total_millis() as u32, Ordering::Relaxed);
     }
 
-    /// A new TCP socket with our buffer sizes and timestamps enabled.
-    pub fn new_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; rx]),
-            tcp::SocketBuffer::new(vec![0u8; tx]),
-        );
-        s.set_tsval_generator(Some(tsval));
-        s
+    /// A new TCP socket (in a set of its own) with our buffer sizes and
+    /// timestamps enabled.
+    pub fn new_socket(rx: usize, tx: usize) -> (ConnSockets, SocketHandle) {
+        let (mut set, handle) = ConnSockets::tcp(rx, tx);
+        set.get_mut::<tcp::Socket>(handle)
+            .set_tsval_generator(Some(tsval));
+        (set, handle)
     }
 
     /// Starts an active open on `socket` from `local_port` to `remote` (SYN-SENT);

@@ -13,6 +13,7 @@
 //! * [`udp`] — UDP sockets: bound ports, reuse-port readers, port unreachable;
 //! * [`timers`] — every connection's next deadline, in order;
 //! * [`engine`] — smoltcp as the TCP engine, one connection at a time;
+//! * [`buffers`] — socket buffers that cost no memory until they are used;
 //! * [`netstack`] — the sans-IO core that ties them together;
 //! * [`table`] — the connection table, as `ss` would show it;
 //! * [`event`] — the typed event log and its two renderings;
@@ -25,6 +26,7 @@
 //! * [`net`] — the std::net-like blocking API: `Stack`, `TcpListener`, `TcpStream`;
 //! * [`fuzz`] — fuzz harnesses over the core, shared by `cargo fuzz` and `cargo test`.
 
+pub mod buffers;
 pub mod config;
 pub mod control;
 pub mod demux;

@@ -45,6 +45,7 @@ use smoltcp::socket::tcp::{self, State as TcpState};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
+use crate::buffers::ConnSockets;
 use crate::config::{NetConfig, Overflow, SOMAXCONN};
 use crate::demux::{Demux, Slot};
 use crate::engine::Engine;
@@ -89,7 +90,7 @@ enum TimerKey {
 struct Conn {
     quad: Quad,
     /// `None` once the socket is freed (closed, or moved to a TIME-WAIT record).
-    sockets: Option<SocketSet<'static>>,
+    sockets: Option<ConnSockets>,
     handle: SocketHandle,
     /// The last state we reported.
     state: TcpState,
@@ -455,16 +456,18 @@ impl NetStack {
 
         let id = SocketId(self.next_id);
         self.next_id += 1;
-        let mut socket = Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer);
+        let (mut sockets, handle) = Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer);
         let endpoint = IpListenEndpoint {
             addr: Some(IpAddress::from(quad.local.ip())),
             port,
         };
-        if socket.listen(endpoint).is_err() {
+        if sockets
+            .get_mut::<tcp::Socket>(handle)
+            .listen(endpoint)
+            .is_err()
+        {
             return;
         }
-        let mut sockets = SocketSet::new(Vec::with_capacity(1));
-        let handle = sockets.add(socket);
         if !self.demux.insert_conn(quad, id) {
             return;
         }
@@ -1226,18 +1229,16 @@ impl NetStack {
             }
         };
         let quad = quad_for(port);
-        let mut socket = Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer);
+        let (mut sockets, handle) = Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer);
         self.engine
             .connect(
-                &mut socket,
+                sockets.get_mut::<tcp::Socket>(handle),
                 (IpAddress::from(remote.ip()), remote.port()),
                 port,
             )
             .map_err(|e| io::Error::other(format!("connect: {e}")))?;
         let id = SocketId(self.next_id);
         self.next_id += 1;
-        let mut sockets = SocketSet::new(Vec::with_capacity(1));
-        let handle = sockets.add(socket);
         self.demux.insert_conn(quad, id);
         self.conns.insert(
             id,

@@ -1,0 +1,172 @@
+//! `portlab-bench`: the load client of `scripts/bench.sh`, on the kernel's
+//! sockets. Each command prints one JSON object on standard output.
+//!
+//! * `pingpong ADDR` — 1 byte to an echo service and back, over and over on
+//!   one connection: the round-trip latency percentiles;
+//! * `bulk recv ADDR` / `bulk send ADDR` — bytes from a chargen or to a
+//!   discard service as fast as they go: the throughput;
+//! * `hold ADDR --count N` — opens N connections and keeps them idle until
+//!   standard input closes (the flat-cost and memory workloads).
+//!
+//! wrk (from Debian) drives the HTTP workloads.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "portlab-bench",
+    about = "portlab's benchmark client (kernel sockets)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// 1-byte ping-pong with an echo service on one connection.
+    Pingpong {
+        addr: SocketAddr,
+        /// Round trips measured.
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Round trips before measuring.
+        #[arg(long, default_value_t = 1_000)]
+        warmup: usize,
+    },
+    /// Bulk transfer: receive from chargen or send to discard.
+    Bulk {
+        direction: Direction,
+        addr: SocketAddr,
+        /// Bytes to move.
+        #[arg(long, default_value_t = 1 << 30)]
+        bytes: u64,
+    },
+    /// Open N connections and hold them idle until standard input closes.
+    Hold {
+        addr: SocketAddr,
+        #[arg(long)]
+        count: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Direction {
+    /// From the server (a chargen service) to this client.
+    Recv,
+    /// From this client to the server (a discard service).
+    Send,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pingpong {
+            addr,
+            count,
+            warmup,
+        } => pingpong(addr, count, warmup),
+        Command::Bulk {
+            direction,
+            addr,
+            bytes,
+        } => bulk(direction, addr, bytes),
+        Command::Hold { addr, count } => hold(addr, count),
+    };
+    if let Err(e) = result {
+        eprintln!("portlab-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| io::Error::new(e.kind(), format!("connect to {addr}: {e}")))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+fn pingpong(addr: SocketAddr, count: usize, warmup: usize) -> io::Result<()> {
+    let mut s = connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut rtts = Vec::with_capacity(count);
+    let mut byte = [0u8; 1];
+    for i in 0..warmup + count {
+        let start = Instant::now();
+        s.write_all(b"x")?;
+        s.read_exact(&mut byte)?;
+        if i >= warmup {
+            rtts.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    rtts.sort_by(f64::total_cmp);
+    let pct = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)];
+    let mean = rtts.iter().sum::<f64>() / rtts.len() as f64;
+    println!(
+        "{{\"count\":{},\"p50_us\":{:.1},\"p99_us\":{:.1},\"mean_us\":{:.1},\"max_us\":{:.1}}}",
+        rtts.len(),
+        pct(0.50),
+        pct(0.99),
+        mean,
+        rtts[rtts.len() - 1]
+    );
+    Ok(())
+}
+
+fn bulk(direction: Direction, addr: SocketAddr, bytes: u64) -> io::Result<()> {
+    let mut s = connect(addr)?;
+    let mut buf = vec![b'x'; 256 * 1024];
+    let start = Instant::now();
+    let mut moved = 0u64;
+    match direction {
+        Direction::Recv => {
+            while moved < bytes {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    return Err(io::Error::other(format!("closed after {moved} bytes")));
+                }
+                moved += n as u64;
+            }
+        }
+        Direction::Send => {
+            while moved < bytes {
+                let n = buf.len().min((bytes - moved) as usize);
+                s.write_all(&buf[..n])?;
+                moved += n as u64;
+            }
+            // Done when the server has read everything: it closes after our FIN.
+            s.shutdown(Shutdown::Write)?;
+            while s.read(&mut buf)? != 0 {}
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"bytes\":{moved},\"seconds\":{secs:.3},\"gbit_s\":{:.3}}}",
+        moved as f64 * 8.0 / secs / 1e9
+    );
+    Ok(())
+}
+
+fn hold(addr: SocketAddr, count: usize) -> io::Result<()> {
+    let start = Instant::now();
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        held.push(connect(addr)?);
+    }
+    println!(
+        "{{\"held\":{},\"seconds\":{:.3}}}",
+        held.len(),
+        start.elapsed().as_secs_f64()
+    );
+    io::stdout().flush()?;
+    // Idle until told to stop.
+    let mut line = String::new();
+    while io::stdin().lock().read_line(&mut line)? != 0 {
+        line.clear();
+    }
+    Ok(())
+}
