@@ -710,12 +710,47 @@ expected_sha() {
     python3 -c "import hashlib; print(hashlib.sha256(bytes(((i*31+7)%251) for i in range($1))).hexdigest())"
 }
 
+# lossy_echo BYTES: sends BYTES to the TCP echo service and reads them back
+# at the same time; prints "same|differs SECONDS" (both directions at once).
+lossy_echo() {
+    in_ns python3 - "$ADDR" "$1" "${LOSSY_TIMEOUT:-240}" <<'PY'
+import hashlib, socket, sys, threading, time
+addr, n, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+data = bytes((i * 7 + 3) % 253 for i in range(min(n, 1 << 20)))
+s = socket.create_connection((addr, 7), timeout=timeout)
+start = time.time()
+def send():
+    left = n
+    while left:
+        chunk = data[:min(left, len(data))]
+        s.sendall(chunk)
+        left -= len(chunk)
+threading.Thread(target=send, daemon=True).start()
+want, got, seen = hashlib.sha256(), hashlib.sha256(), 0
+left = n
+while left:
+    chunk = data[:min(left, len(data))]
+    want.update(chunk)
+    left -= len(chunk)
+while seen < n:
+    b = s.recv(1 << 16)
+    if not b:
+        break
+    got.update(b)
+    seen += len(b)
+print("same" if seen == n and got.digest() == want.digest() else "differs", f"{time.time() - start:.1f}")
+PY
+}
+
 test_lossy_link() {
-    setup lossy_link --drop 5 --reorder 5 --duplicate 1 --corrupt 1
+    setup lossy_link --drop 5 --reorder 5 --duplicate 1 --corrupt 1 --inetd
     local got big=${LOSSY_BYTES:-1048576} hard=${LOSSY30_BYTES:-131072}
     got=$(lossy_fetch "$big")
     echo "    $big bytes through 5% drop, 5% reorder, 1% duplicate, 1% corrupt (each way): ${got#* } s"
     [ "${got%% *}" = "$(expected_sha "$big")" ] || fail "sha256 differs: the application got wrong bytes" || return 1
+    got=$(lossy_echo "$big")
+    echo "    $big bytes to the echo service and back through the same link: ${got#* } s"
+    [ "${got%% *}" = same ] || fail "the echoed bytes differ: $got" || return 1
     portlab_stop INT
     grep -o 'lossy link.*' "$LOG" | sed 's/^/    /' | cut -c1-160
     setup lossy_link_30 --drop 30
