@@ -205,6 +205,12 @@ pub struct DeviceArgs {
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..))]
     pub mtu: u16,
 
+    /// Receive and send buffer of each connection, in KiB (its receive
+    /// window; more than 64 needs window scaling). Memory is used only as
+    /// data arrives: an idle connection costs none of it.
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=16384))]
+    pub buffer: Option<u32>,
+
     /// Seed for the stack's random numbers (initial sequence numbers), for
     /// reproducible labs [default: from the OS].
     #[arg(long, value_name = "N")]
@@ -435,6 +441,10 @@ impl DeviceArgs {
         let (addr, prefix) = parse_cidr(&self.addr)?;
         let mut net = NetConfig::new(addr, prefix);
         net.mtu = usize::from(self.mtu);
+        if let Some(kib) = self.buffer {
+            net.rx_buffer = kib as usize * 1024;
+            net.tx_buffer = kib as usize * 1024;
+        }
         net.seed = self.seed.unwrap_or_else(random_seed);
         let host_addr = self.host_addr.unwrap_or_else(|| net.default_host_addr());
         net.addr6 = match self.addr6.trim_end_matches("/64") {

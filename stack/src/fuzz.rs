@@ -386,6 +386,12 @@ pub fn ingress(data: &[u8]) -> Report {
     let mut steps = 0;
     while !c.is_empty() && steps < MAX_STEPS {
         steps += 1;
+        // Sometimes a run of packets is one batch (as the runtime reads them).
+        match c.below(16) {
+            0 => stack.begin_batch(),
+            1 => stack.end_batch(now),
+            _ => {}
+        }
         match c.below(10) {
             0..=3 => {
                 let p = crafted_tcp(&mut c, &mut known);
@@ -427,6 +433,8 @@ pub fn ingress(data: &[u8]) -> Report {
         }
         learn(&check(&mut stack), &mut known);
     }
+    stack.end_batch(now);
+    check(&mut stack);
     report.stats = stack.stats().clone();
     report
 }
@@ -478,6 +486,11 @@ pub fn session(data: &[u8]) -> Report {
     let mut steps = 0;
     while !c.is_empty() && steps < MAX_STEPS {
         steps += 1;
+        match c.below(16) {
+            0 => stack.begin_batch(),
+            1 => stack.end_batch(now),
+            _ => {}
+        }
         match c.below(12) {
             0 if peers.len() < 24 => {
                 let p = Peer {
@@ -561,6 +574,7 @@ pub fn session(data: &[u8]) -> Report {
             }
         }
     }
+    stack.end_batch(now);
     report.stats = stack.stats().clone();
     // The end: the application closes everything, then time passes.
     for id in apps.drain(..) {

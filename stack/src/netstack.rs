@@ -112,6 +112,8 @@ struct Conn {
     /// the highest one we sent: for the exact-reset check of RFC 5961.
     rcv_nxt: Option<u32>,
     snd_nxt: Option<u32>,
+    /// In the current batch's list of connections to send from.
+    egress_pending: bool,
 }
 
 impl Conn {
@@ -137,6 +139,10 @@ pub struct NetStack {
     records: Vec<Record>,
     limiter: RateLimiter,
     ready: Vec<Ready>,
+    /// Connections with replies held back until the end of a batch
+    /// (`None`: not batching), and the vector to reuse for the next batch.
+    batch: Option<Vec<SocketId>>,
+    batch_spare: Vec<SocketId>,
     next_id: u64,
     stats: Stats,
     /// The reason to report for the next reset the engine transmits.
@@ -186,6 +192,8 @@ impl NetStack {
             records: Vec::new(),
             limiter,
             ready: Vec::new(),
+            batch: None,
+            batch_spare: Vec::new(),
             next_id: 1,
             stats: Stats::default(),
             rst_reason: None,
@@ -491,6 +499,7 @@ impl NetStack {
                 orphaned_at: None,
                 rcv_nxt: None,
                 snd_nxt: None,
+                egress_pending: false,
             },
         );
         if let Some(l) = self.listeners.get_mut(listener_id) {
@@ -578,7 +587,47 @@ impl NetStack {
         {
             conn.reset = true;
         }
-        self.settle(now, id);
+        match self.batch.as_mut() {
+            // Within a batch, what the engine answered at once (a reset, a
+            // challenge) goes out now, the rest (the ACK for the data) once
+            // for the whole batch: one ACK for many segments, as stock
+            // smoltcp polling a device does, instead of one per two.
+            Some(batch) => {
+                if !conn.egress_pending {
+                    conn.egress_pending = true;
+                    batch.push(id);
+                }
+                let quad = conn.quad;
+                self.flush_out(now, Some(id), Some(quad));
+                self.observe(now, id);
+            }
+            None => self.settle(now, id),
+        }
+    }
+
+    /// Starts a batch of received packets: until [`NetStack::end_batch`],
+    /// the connections' replies that can wait (ACKs, window updates, data)
+    /// are sent once per connection at the end instead of after each
+    /// packet. The runtime batches what one wake-up reads from the device.
+    pub fn begin_batch(&mut self) {
+        if self.batch.is_none() {
+            self.batch = Some(std::mem::take(&mut self.batch_spare));
+        }
+    }
+
+    /// Ends a batch: every connection that received something sends what it
+    /// has to.
+    pub fn end_batch(&mut self, now: Instant) {
+        let Some(mut ids) = self.batch.take() else {
+            return;
+        };
+        for id in ids.drain(..) {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.egress_pending = false;
+                self.settle(now, id);
+            }
+        }
+        self.batch_spare = ids;
     }
 
     fn on_time_wait_segment(
@@ -1260,6 +1309,7 @@ impl NetStack {
                 orphaned_at: None,
                 rcv_nxt: None,
                 snd_nxt: None,
+                egress_pending: false,
             },
         );
         self.stats.sockets_created += 1;

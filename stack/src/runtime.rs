@@ -379,6 +379,7 @@ pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink, faults: 
         let done = {
             let mut g = shared.lock();
             let now = shared.clock.now();
+            g.net.begin_batch();
             for _ in 0..READ_BATCH {
                 match device.recv(&mut buf) {
                     Ok(n) => match lossy.as_mut() {
@@ -394,6 +395,7 @@ pub fn run(shared: Arc<Shared>, device: TunDevice, mut sink: EventSink, faults: 
                     g.net.receive(now, &p);
                 }
             }
+            g.net.end_batch(now);
             g.net.poll_timers(now);
             let done = match g.stopping {
                 Some(deadline) if g.net.open_connections() == 0 || now >= deadline => {

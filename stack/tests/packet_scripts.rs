@@ -1317,3 +1317,32 @@ fn syn_on_an_established_connection_gets_a_challenge_ack() {
     assert_eq!(lab.stack.recv(lab.now, id, &mut buf).unwrap(), 10);
     assert_eq!(lab.stack.socket_count(), sockets, "no second connection");
 }
+
+/// Segments received in one batch (what the runtime reads in one wake-up)
+/// are acknowledged once, at the end, instead of every second segment.
+#[test]
+fn a_batch_of_segments_gets_one_ack() {
+    let (mut lab, mut c, id) = accepted(40000);
+    lab.stack.begin_batch();
+    for _ in 0..6 {
+        lab.send(c.data(&[b'x'; 1000]));
+    }
+    lab.expect_nothing();
+    lab.stack.end_batch(lab.now);
+    let ack = lab.expect();
+    assert_eq!(ack.ack, c.seq, "one ACK for all 6000 bytes");
+    lab.expect_nothing();
+    let mut buf = [0u8; 8000];
+    assert_eq!(lab.stack.recv(lab.now, id, &mut buf).unwrap(), 6000);
+    lab.settle();
+    while lab.recv().is_some() {}
+    // Without a batch the engine acknowledges segments as they come.
+    for _ in 0..6 {
+        lab.send(c.data(&[b'y'; 1000]));
+    }
+    let mut acks = 0;
+    while lab.recv().is_some() {
+        acks += 1;
+    }
+    assert!(acks >= 3, "{acks} ACKs for 6 segments without a batch");
+}
