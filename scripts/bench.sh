@@ -50,6 +50,9 @@ CLIENT_CPU=$([ "$CPUS" -ge 2 ] && echo 1 || echo 0)
 RESULTS="$LAB_TMP/results.txt"
 : >"$RESULTS"
 record() { echo "$1 $2" >>"$RESULTS"; }
+# portlab's default buffer per connection (NetConfig::rx_buffer, tx_buffer).
+PORTLAB_BUFFER_KIB=256
+record buffer_kib "$PORTLAB_BUFFER_KIB"
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 
@@ -69,6 +72,37 @@ portlab_bench_start() {
     done
     cat "$LAB_TMP/portlab.log" >&2
     die "portlab did not start"
+}
+
+# Stock smoltcp (bench/src/bin/smoltcp-server.rs) on a TUN of its own in a
+# fourth namespace; its kernel side is 10.205.80.1.
+NS_S=portlab-bench-stock
+S_ADDR=10.205.80.2
+lab_ns "$NS_S"
+STOCK_PID=""
+# stock_start BUFFER_KIB LISTENERS
+stock_start() {
+    ip netns exec "$NS_S" taskset -c "$SERVER_CPU" "$PORTLAB_ROOT/target/release/smoltcp-server" \
+        --tun plstock0 --addr "$S_ADDR/24" --buffer "$1" --listeners "$2" >"$LAB_TMP/stock.log" 2>&1 &
+    STOCK_PID=$!
+    LAB_PIDS+=("$STOCK_PID")
+    local i
+    for i in $(seq 100); do
+        ip netns exec "$NS_S" ip link show plstock0 >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    ip netns exec "$NS_S" ip addr add 10.205.80.1/24 dev plstock0
+    ip netns exec "$NS_S" ip link set plstock0 up
+    for i in $(seq 100); do
+        ip netns exec "$NS_S" curl -s -m 1 -o /dev/null "http://$S_ADDR/" && return 0
+        sleep 0.05
+    done
+    cat "$LAB_TMP/stock.log" >&2
+    die "the stock smoltcp server did not start"
+}
+stock_stop() {
+    kill "$STOCK_PID" 2>/dev/null
+    wait "$STOCK_PID" 2>/dev/null
 }
 
 # The kernel: servers in one namespace, clients in another, a veth pair between.
@@ -180,6 +214,23 @@ record latency.p50.kernel "$(printf '%s\n' "${k50[@]}" | median)"
 record latency.p99.kernel "$(printf '%s\n' "${k99[@]}" | median)"
 echo "   portlab p50 ${p50[*]} p99 ${p99[*]}; kernel p50 ${k50[*]} p99 ${k99[*]} (µs)"
 
+bulk_gbit() { client "$1" "$BENCH_BIN" bulk "$2" "$3" --bytes "$BULK_BYTES" | json_field gbit_s; }
+echo "== bulk, stock smoltcp: $((BULK_BYTES >> 20)) MiB each direction"
+# Stock smoltcp with portlab's buffer size, and with its examples' 64 KiB.
+for kib in "$PORTLAB_BUFFER_KIB" 64; do
+    stock_start "$kib" 1
+    for dir in recv send; do
+        port=$([ "$dir" = recv ] && echo 19 || echo 9)
+        runs=()
+        for r in $(seq "$ROUNDS"); do
+            runs+=("$(bulk_gbit "$NS_S" "$dir" "$S_ADDR:$port")")
+        done
+        record "bulk.$dir.stock_$kib" "$(printf '%s\n' "${runs[@]}" | median)"
+        echo "   stock smoltcp, $kib KiB buffers, $dir: ${runs[*]} Gbit/s"
+    done
+    stock_stop
+done
+
 echo "== bulk: $((BULK_BYTES >> 20)) MiB each direction"
 iperf_gbit() {
     client "$NS_KC" iperf3 -c "$K_ADDR" -n "$BULK_BYTES" -J "$@" 2>/dev/null |
@@ -189,12 +240,12 @@ for dir in recv send; do
     port=$([ "$dir" = recv ] && echo 19 || echo 9)
     p=() koff=() kon=() ioff=() ion=()
     for r in $(seq "$ROUNDS"); do
-        p+=("$(client "$NS_P" "$BENCH_BIN" bulk "$dir" "$P_ADDR:$port" --bytes "$BULK_BYTES" | json_field gbit_s)")
+        p+=("$(bulk_gbit "$NS_P" "$dir" "$P_ADDR:$port")")
         offloads off
-        koff+=("$(client "$NS_KC" "$BENCH_BIN" bulk "$dir" "$K_ADDR:$port" --bytes "$BULK_BYTES" | json_field gbit_s)")
+        koff+=("$(bulk_gbit "$NS_KC" "$dir" "$K_ADDR:$port")")
         ioff+=("$(iperf_gbit $([ "$dir" = recv ] && echo -R))")
         offloads on
-        kon+=("$(client "$NS_KC" "$BENCH_BIN" bulk "$dir" "$K_ADDR:$port" --bytes "$BULK_BYTES" | json_field gbit_s)")
+        kon+=("$(bulk_gbit "$NS_KC" "$dir" "$K_ADDR:$port")")
         ion+=("$(iperf_gbit $([ "$dir" = recv ] && echo -R))")
     done
     record "bulk.$dir.portlab" "$(printf '%s\n' "${p[@]}" | median)"
@@ -205,41 +256,56 @@ for dir in recv send; do
     echo "   $dir: portlab ${p[*]}; kernel offloads off ${koff[*]}, on ${kon[*]}; iperf3 off ${ioff[*]}, on ${ion[*]} (Gbit/s)"
 done
 
-echo "== flat cost and memory: keep-alive GETs beside idle connections (event-loop server)"
+# flat_cost NAME NS ADDR PID: for each size in HOLDS, hold that many idle
+# connections to ADDR:80 and run keep-alive GETs beside them; records the
+# CPU time of process PID per request, and its memory.
+flat_cost() {
+    local name=$1 ns=$2 addr=$3 pid=$4 n fifo holder i us before after rps e total
+    proc_field() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$pid/status"; }
+    cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+    record "memory.$name.rss_kib.0" "$(proc_field VmRSS)"
+    record "memory.$name.vsz_kib.0" "$(proc_field VmSize)"
+    for n in $HOLDS; do
+        fifo="$LAB_TMP/hold-$name-$n.in"
+        mkfifo "$fifo"
+        client "$ns" "$BENCH_BIN" hold "$addr:80" --count "$n" <"$fifo" >"$LAB_TMP/hold-$n.out" 2>&1 &
+        holder=$!
+        exec 7>"$fifo"
+        for i in $(seq 1200); do
+            grep -q held "$LAB_TMP/hold-$n.out" && break
+            kill -0 "$holder" 2>/dev/null || break
+            sleep 0.1
+        done
+        grep -q held "$LAB_TMP/hold-$n.out" || { cat "$LAB_TMP/hold-$n.out"; die "$name: could not hold $n connections"; }
+        sleep 1
+        record "memory.$name.rss_kib.$n" "$(proc_field VmRSS)"
+        record "memory.$name.vsz_kib.$n" "$(proc_field VmSize)"
+        us=() rates=()
+        for r in $(seq "$ROUNDS"); do
+            before=$(cpu_ticks)
+            read -r rps e total < <(wrk_run "$ns" "http://$addr/you")
+            after=$(cpu_ticks)
+            us+=("$(python3 -c "print(round(($after - $before) / $(getconf CLK_TCK) * 1e6 / max($total, 1), 2))")")
+            rates+=("$rps")
+        done
+        record "flatcost.$name.$n" "$(printf '%s\n' "${us[@]}" | median)"
+        record "flatcost_rps.$name.$n" "$(printf '%s\n' "${rates[@]}" | median)"
+        echo "   $name, $n idle connections: ${us[*]} µs of CPU per request; RSS $(proc_field VmRSS) KiB"
+        exec 7>&-
+        wait "$holder"
+        sleep 1
+    done
+}
+
+echo "== flat cost and memory: keep-alive GETs beside idle connections"
 portlab_stop INT
 portlab_bench_start --model event-loop --header-timeout 3600
-proc_field() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$PORTLAB_PID/status"; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PORTLAB_PID/stat"; }
-record memory.rss_kib.0 "$(proc_field VmRSS)"
-record memory.vsz_kib.0 "$(proc_field VmSize)"
-for n in $HOLDS; do
-    fifo="$LAB_TMP/hold-$n.in"
-    mkfifo "$fifo"
-    client "$NS_P" "$BENCH_BIN" hold "$P_ADDR:80" --count "$n" <"$fifo" >"$LAB_TMP/hold-$n.out" 2>&1 &
-    holder=$!
-    exec 7>"$fifo"
-    for i in $(seq 600); do
-        grep -q held "$LAB_TMP/hold-$n.out" && break
-        kill -0 "$holder" 2>/dev/null || break
-        sleep 0.1
-    done
-    grep -q held "$LAB_TMP/hold-$n.out" || { cat "$LAB_TMP/hold-$n.out"; die "could not hold $n connections"; }
-    sleep 1
-    record "memory.rss_kib.$n" "$(proc_field VmRSS)"
-    record "memory.vsz_kib.$n" "$(proc_field VmSize)"
-    us=()
-    for r in $(seq "$ROUNDS"); do
-        before=$(cpu_ticks)
-        read -r rps e total < <(wrk_run "$NS_P" "http://$P_ADDR/you")
-        after=$(cpu_ticks)
-        us+=("$(python3 -c "print(round(($after - $before) / $(getconf CLK_TCK) * 1e6 / max($total, 1), 2))")")
-    done
-    record "flatcost.$n" "$(printf '%s\n' "${us[@]}" | median)"
-    echo "   $n idle connections: ${us[*]} µs of CPU per request; RSS $(proc_field VmRSS) KiB"
-    exec 7>&-
-    wait "$holder"
-    sleep 1
-done
+flat_cost portlab "$NS_P" "$P_ADDR" "$PORTLAB_PID"
+portlab_stop INT
+# Stock smoltcp keeps 64 sockets listening, so that wrk's 50 connections get in.
+stock_start 64 64
+flat_cost stock "$NS_S" "$S_ADDR" "$STOCK_PID"
+stock_stop
 
 mkdir -p target/bench
 MACHINE="$(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), Linux $(uname -r)"
@@ -260,21 +326,27 @@ def row(name, p, cname, c, target, higher_is_better=True, unit=""):
                  "unit": unit, "ratio": round(ratio, 3),
                  "target": (">= " if higher_is_better else "<= ") + str(target), "meets": meets})
 
+buf = int(r["buffer_kib"])
 for d, label in (("recv", "bulk stack -> kernel"), ("send", "bulk kernel -> stack")):
-    row(label, r[f"bulk.{d}.portlab"], "same services, kernel, offloads off", r[f"bulk.{d}.kernel_off"], 0.5, unit="Gbit/s")
-    row(label + " (no TUN offloads yet)", r[f"bulk.{d}.portlab"], "same services, kernel, offloads on", r[f"bulk.{d}.kernel_on"], 0.5, unit="Gbit/s")
+    p = r[f"bulk.{d}.portlab"]
+    row(label, p, f"stock smoltcp, same {buf} KiB buffers", r[f"bulk.{d}.stock_{buf}"], 1.0, unit="Gbit/s")
+    row(label, p, "stock smoltcp, its examples' 64 KiB buffers", r[f"bulk.{d}.stock_64"], 1.3, unit="Gbit/s")
+    row(label, p, "same services, kernel over veth, offloads off", r[f"bulk.{d}.kernel_off"], 0.5, unit="Gbit/s")
+    row(label + " (no TUN offloads yet)", p, "same services, kernel, offloads on", r[f"bulk.{d}.kernel_on"], 0.5, unit="Gbit/s")
 row("keep-alive GET, 50 connections", r["keepalive.portlab"], "same server, kernel sockets", r["keepalive.kernel"], 0.6, unit="req/s")
 row("new connection per request, 50 at a time", r["newconn.portlab"], "same server, kernel sockets", r["newconn.kernel"], 0.5, unit="req/s")
 row("latency p50, 1-byte ping-pong", r["latency.p50.portlab"], "kernel over veth", r["latency.p50.kernel"], 1.5, False, "µs")
 row("latency p99, 1-byte ping-pong", r["latency.p99.portlab"], "kernel over veth", r["latency.p99.kernel"], 2.0, False, "µs")
 big = max(holds)
-row(f"flat cost: CPU per request beside {big} idle connections", r[f"flatcost.{big}"], "beside 10", r["flatcost.10"], 1.25, False, "µs")
-per_conn = (r[f"memory.rss_kib.{big}"] - r["memory.rss_kib.10"]) / (big - 10)
-per_conn_v = (r[f"memory.vsz_kib.{big}"] - r["memory.vsz_kib.10"]) / (big - 10)
+row(f"flat cost: CPU per request beside {big} idle connections", r[f"flatcost.portlab.{big}"], "beside 10",
+    r["flatcost.portlab.10"], 1.25, False, "µs")
+per_conn = (r[f"memory.portlab.rss_kib.{big}"] - r["memory.portlab.rss_kib.10"]) / (big - 10)
+per_conn_v = (r[f"memory.portlab.vsz_kib.{big}"] - r["memory.portlab.vsz_kib.10"]) / (big - 10)
 rows.append({"workload": f"memory per idle connection (at {big})", "portlab": round(per_conn, 2),
              "comparator": "target", "comparator_value": 16, "unit": "KiB resident", "ratio": None,
              "target": "<= 16 KiB", "meets": per_conn <= 16, "virtual_kib": round(per_conn_v, 1)})
 errors = int(r["newconn.errors"] + r["keepalive.errors"])
+stock_per_conn = (r[f"memory.stock.rss_kib.{big}"] - r["memory.stock.rss_kib.10"]) / (big - 10)
 
 def fmt(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
@@ -293,9 +365,17 @@ lines += ["", "References in the same run: "
           f"nginx {fmt(r['keepalive.nginx'])} req/s keep-alive, {fmt(r['newconn.nginx'])} req/s new connections; "
           f"iperf3 over veth {r['bulk.recv.iperf_off']:.2f} / {r['bulk.send.iperf_off']:.2f} Gbit/s offloads off, "
           f"{r['bulk.recv.iperf_on']:.2f} / {r['bulk.send.iperf_on']:.2f} on (server to client / client to server). "
-          "CPU per request beside idle connections: " + ", ".join(f"{h}: {r[f'flatcost.{h}']:.2f} µs" for h in holds) + ". "
-          "Resident memory: " + ", ".join(f"{h}: {r[f'memory.rss_kib.{h}'] / 1024:.1f} MiB" for h in [0] + holds) + ". "
-          f"HTTP errors at portlab: {errors}."]
+          f"portlab's event-loop model (one thread, like nginx): {fmt(r['flatcost_rps.portlab.10'])} req/s keep-alive "
+          f"({r['flatcost_rps.portlab.10'] / r['keepalive.nginx']:.2f}x nginx). "
+          f"HTTP errors at portlab: {errors}.", "",
+          "| idle connections | " + " | ".join(str(h) for h in holds) + " |",
+          "|---|" + "---|" * len(holds),
+          "| portlab: CPU per request | " + " | ".join(f"{r[f'flatcost.portlab.{h}']:.2f} µs" for h in holds) + " |",
+          "| stock smoltcp: CPU per request | " + " | ".join(f"{r[f'flatcost.stock.{h}']:.2f} µs" for h in holds) + " |",
+          "| portlab: resident memory | " + " | ".join(f"{r[f'memory.portlab.rss_kib.{h}'] / 1024:.1f} MiB" for h in holds) + " |",
+          "| stock smoltcp: resident memory | " + " | ".join(f"{r[f'memory.stock.rss_kib.{h}'] / 1024:.1f} MiB" for h in holds) + " |",
+          "", f"Per idle connection: portlab {per_conn:.1f} KiB resident ({per_conn_v:.0f} KiB virtual: "
+          f"its buffers, mapped but untouched); stock smoltcp {stock_per_conn:.1f} KiB resident."]
 print("\n".join(lines))
 open("target/bench/results.md", "w").write("\n".join(lines) + "\n")
 json.dump({"machine": machine, "rounds": int(rounds), "wrk_seconds": int(duration), "bulk_bytes": int(bulk_bytes),

@@ -283,6 +283,11 @@ impl NetStack {
         out.append(&mut self.ready);
     }
 
+    /// Whether events or captured packets are waiting to be written out.
+    pub fn has_records(&self) -> bool {
+        !self.records.is_empty() || self.capture.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
     /// When [`poll_timers`](Self::poll_timers) should next be called.
     pub fn poll_at(&self) -> Option<Instant> {
         self.timers.next()
