@@ -7,8 +7,10 @@
 # Workloads (issue #7), each with its comparators in the same run, rounds
 # interleaved, medians reported:
 #   bulk       bytes from chargen / to discard (portlab-bench bulk), both
-#              directions, MTU 1500: portlab vs the same services on kernel
-#              sockets over veth with offloads off and on; iperf3 for reference
+#              directions, MTU 1500: portlab vs stock smoltcp (same buffers, and
+#              its examples' 64 KiB) and vs the same services on kernel sockets
+#              over veth with offloads off; portlab --offload vs offloads on;
+#              iperf3 for reference
 #   keepalive  small GET on 50 keep-alive connections (wrk): portlab vs the
 #              same server on kernel sockets (portlab kernel-serve); nginx for reference
 #   newconn    a new connection per request, 50 at a time (wrk, Connection: close)
@@ -297,6 +299,19 @@ flat_cost() {
     done
 }
 
+echo "== bulk with segmentation offload (portlab --offload)"
+portlab_stop INT
+portlab_bench_start --offload
+for dir in recv send; do
+    port=$([ "$dir" = recv ] && echo 19 || echo 9)
+    runs=()
+    for r in $(seq "$ROUNDS"); do
+        runs+=("$(bulk_gbit "$NS_P" "$dir" "$P_ADDR:$port")")
+    done
+    record "bulk.$dir.portlab_offload" "$(printf '%s\n' "${runs[@]}" | median)"
+    echo "   $dir: portlab --offload ${runs[*]} Gbit/s"
+done
+
 echo "== flat cost and memory: keep-alive GETs beside idle connections"
 portlab_stop INT
 portlab_bench_start --model event-loop --header-timeout 3600
@@ -332,7 +347,8 @@ for d, label in (("recv", "bulk stack -> kernel"), ("send", "bulk kernel -> stac
     row(label, p, f"stock smoltcp, same {buf} KiB buffers", r[f"bulk.{d}.stock_{buf}"], 1.0, unit="Gbit/s")
     row(label, p, "stock smoltcp, its examples' 64 KiB buffers", r[f"bulk.{d}.stock_64"], 1.3, unit="Gbit/s")
     row(label, p, "same services, kernel over veth, offloads off", r[f"bulk.{d}.kernel_off"], 0.5, unit="Gbit/s")
-    row(label + " (no TUN offloads yet)", p, "same services, kernel, offloads on", r[f"bulk.{d}.kernel_on"], 0.5, unit="Gbit/s")
+    row(label + ", portlab --offload", r[f"bulk.{d}.portlab_offload"], "same services, kernel, offloads on",
+        r[f"bulk.{d}.kernel_on"], 0.5, unit="Gbit/s")
 row("keep-alive GET, 50 connections", r["keepalive.portlab"], "same server, kernel sockets", r["keepalive.kernel"], 0.6, unit="req/s")
 row("new connection per request, 50 at a time", r["newconn.portlab"], "same server, kernel sockets", r["newconn.kernel"], 0.5, unit="req/s")
 row("latency p50, 1-byte ping-pong", r["latency.p50.portlab"], "kernel over veth", r["latency.p50.kernel"], 1.5, False, "µs")

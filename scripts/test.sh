@@ -5,7 +5,7 @@
 #
 # As root on Debian it installs what it needs (curl, iproute2, python3, tshark,
 # chromium, iputils-ping, nmap, hping3, slowhttptest, wrk, nginx-light,
-# python3-scapy).
+# python3-scapy, iperf3, ethtool).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,8 @@ command -v hping3 >/dev/null || missing+=(hping3)
 command -v slowhttptest >/dev/null || missing+=(slowhttptest)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
+command -v iperf3 >/dev/null || missing+=(iperf3)
+command -v ethtool >/dev/null || missing+=(ethtool)
 /usr/bin/python3 -c 'import scapy' 2>/dev/null || missing+=(python3-scapy)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -50,9 +50,10 @@ pub struct NetConfig {
     pub syn_timeout: Duration,
     /// How long the stack keeps a 4-tuple in TIME-WAIT after closing first.
     pub time_wait: Duration,
-    /// How long a connection the application has closed may take to finish
-    /// closing (a peer that vanished never acknowledges our FIN) before it is
-    /// reset and freed — Linux's `tcp_fin_timeout` and orphan retries.
+    /// How long a connection the application has closed may go without
+    /// hearing from its peer (a peer that vanished never acknowledges our
+    /// data or FIN) before it is reset and freed — Linux's `tcp_fin_timeout`
+    /// and orphan retries. A peer that keeps acknowledging keeps it alive.
     pub orphan_timeout: Duration,
     /// Receive buffer per connection, bytes.
     pub rx_buffer: usize,
@@ -179,6 +180,10 @@ pub struct DeviceConfig {
     pub host_addr6: Option<Ipv6Addr>,
     /// The device's transmit queue length, packets.
     pub tx_queue_len: u32,
+    /// Open the device with `IFF_VNET_HDR` and write runs of one
+    /// connection's segments as one packet (segmentation offload, see
+    /// `gso`).
+    pub offload: bool,
 }
 
 #[cfg(test)]

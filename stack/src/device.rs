@@ -23,6 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use tun_tap::{Iface, Mode};
 
 use crate::config::{DeviceConfig, NetConfig, prefix_mask};
+use crate::gso;
 
 /// Why the device could not be set up.
 #[derive(Debug)]
@@ -97,8 +98,15 @@ impl std::error::Error for DeviceError {}
 
 /// An open, configured TUN device.
 pub struct TunDevice {
-    iface: Iface,
+    fd: Descriptor,
     host_addr: Ipv4Addr,
+}
+
+/// How the device was opened: by tun-tap (plain packets), or by us with
+/// `IFF_VNET_HDR` for segmentation offload (see [`crate::gso`]).
+enum Descriptor {
+    Plain(Iface),
+    Vnet { fd: OwnedFd, name: String },
 }
 
 impl TunDevice {
@@ -109,25 +117,41 @@ impl TunDevice {
         if !std::path::Path::new("/dev/net/tun").exists() {
             return Err(DeviceError::NoTunDevice);
         }
-        let iface = Iface::without_packet_info(&dev.name, Mode::Tun)
-            .map_err(|e| open_error(e, &dev.name))?;
+        let fd = if dev.offload {
+            open_vnet(&dev.name)?
+        } else {
+            Descriptor::Plain(
+                Iface::without_packet_info(&dev.name, Mode::Tun)
+                    .map_err(|e| open_error(e, &dev.name))?,
+            )
+        };
         let tun = TunDevice {
-            iface,
+            fd,
             host_addr: dev.host_addr,
         };
         tun.configure(dev, net)?;
-        tun.iface
-            .set_non_blocking()
-            .map_err(|err| DeviceError::Io {
-                doing: "making the TUN device non-blocking",
-                err,
-            })?;
+        let nonblocking = match &tun.fd {
+            Descriptor::Plain(iface) => iface.set_non_blocking(),
+            Descriptor::Vnet { fd, .. } => set_nonblocking(fd.as_raw_fd()),
+        };
+        nonblocking.map_err(|err| DeviceError::Io {
+            doing: "making the TUN device non-blocking",
+            err,
+        })?;
         Ok(tun)
     }
 
     /// The interface name the kernel gave the device.
     pub fn name(&self) -> &str {
-        self.iface.name()
+        match &self.fd {
+            Descriptor::Plain(iface) => iface.name(),
+            Descriptor::Vnet { name, .. } => name,
+        }
+    }
+
+    /// Whether the device takes merged segments (`--offload`).
+    pub fn offloads(&self) -> bool {
+        matches!(self.fd, Descriptor::Vnet { .. })
     }
 
     pub fn host_addr(&self) -> Ipv4Addr {
@@ -136,12 +160,50 @@ impl TunDevice {
 
     /// Reads one packet; `WouldBlock` when none is waiting.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.iface.recv(buf)
+        match &self.fd {
+            Descriptor::Plain(iface) => iface.recv(buf),
+            Descriptor::Vnet { fd, .. } => {
+                // Without TUNSETOFFLOAD the kernel sends plain, fully
+                // checksummed packets; their header is all zero.
+                let mut hdr = gso::PLAIN_HDR;
+                let n = readv2(fd.as_raw_fd(), &mut hdr, buf)?;
+                Ok(n.saturating_sub(gso::VNET_HDR_LEN))
+            }
+        }
     }
 
     /// Writes one packet.
     pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        self.iface.send(packet)
+        match &self.fd {
+            Descriptor::Plain(iface) => iface.send(packet),
+            Descriptor::Vnet { fd, .. } => writev2(fd.as_raw_fd(), &gso::PLAIN_HDR, packet),
+        }
+    }
+
+    /// Writes packets in order; with offload, runs of one connection's
+    /// segments go out merged, one write each. The kernel drops what its
+    /// queue cannot take, like a wire would, so errors are not reported.
+    pub fn send_all(&self, packets: &mut Vec<Vec<u8>>) {
+        match &self.fd {
+            Descriptor::Plain(iface) => {
+                for p in packets.iter() {
+                    let _ = iface.send(p);
+                }
+            }
+            Descriptor::Vnet { fd, .. } => {
+                for w in gso::coalesce(packets) {
+                    let _ = match &w {
+                        gso::Write::Single(i) => {
+                            writev2(fd.as_raw_fd(), &gso::PLAIN_HDR, &packets[*i])
+                        }
+                        gso::Write::Merged { hdr, packet, .. } => {
+                            writev2(fd.as_raw_fd(), hdr, packet)
+                        }
+                    };
+                }
+            }
+        }
+        packets.clear();
     }
 
     fn configure(&self, dev: &DeviceConfig, net: &NetConfig) -> Result<(), DeviceError> {
@@ -195,7 +257,10 @@ impl TunDevice {
 
 impl AsRawFd for TunDevice {
     fn as_raw_fd(&self) -> RawFd {
-        self.iface.as_raw_fd()
+        match &self.fd {
+            Descriptor::Plain(iface) => iface.as_raw_fd(),
+            Descriptor::Vnet { fd, .. } => fd.as_raw_fd(),
+        }
     }
 }
 
@@ -203,6 +268,88 @@ fn io_err(doing: &'static str, err: io::Error) -> DeviceError {
     match err.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => DeviceError::PermissionDenied,
         _ => DeviceError::Io { doing, err },
+    }
+}
+
+/// Creates the device ourselves, with `IFF_VNET_HDR` (tun-tap cannot).
+fn open_vnet(name: &str) -> Result<Descriptor, DeviceError> {
+    let path = CString::new("/dev/net/tun").map_err(|_| DeviceError::NoTunDevice)?;
+    // SAFETY: a valid C string and flags; the result is checked.
+    let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(open_error(io::Error::last_os_error(), name));
+    }
+    // SAFETY: `raw` is a descriptor we just opened and own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut req = ifreq(name);
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    // SAFETY: `req` is a valid ifreq for TUNSETIFF on a TUN descriptor.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
+        return Err(open_error(io::Error::last_os_error(), name));
+    }
+    let given: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    Ok(Descriptor::Vnet {
+        fd,
+        name: String::from_utf8_lossy(&given).into_owned(),
+    })
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; results are checked.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// One `writev` of a virtio-net header and a packet.
+fn writev2(fd: RawFd, hdr: &[u8], packet: &[u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_ptr() as *mut libc::c_void,
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: packet.as_ptr() as *mut libc::c_void,
+            iov_len: packet.len(),
+        },
+    ];
+    // SAFETY: two valid iovecs over live slices; the kernel only reads them.
+    let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// One `readv` into a virtio-net header and a packet buffer.
+fn readv2(fd: RawFd, hdr: &mut [u8], buf: &mut [u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_mut_ptr() as *mut libc::c_void,
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        },
+    ];
+    // SAFETY: two valid iovecs over live, writable slices.
+    let n = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -407,6 +554,7 @@ mod tests {
                 host_addr: host.into(),
                 host_addr6: None,
                 tx_queue_len: 1000,
+                offload: false,
             },
             NetConfig::new(addr.into(), 24),
         )

@@ -20,6 +20,7 @@
 //! * [`story`] — each connection's story: its events, handshake and teardown;
 //! * [`pcap`] — packet capture for Wireshark;
 //! * [`device`] — the TUN device and its configuration;
+//! * [`gso`] — segmentation offload: one connection's segments written as one packet;
 //! * [`faults`] — a lossy link inside our device layer (drop, duplicate, reorder, corrupt);
 //! * [`control`] — the control socket that `portlab ss` asks;
 //! * [`runtime`] — the thread that owns the device, the clock and the core;
@@ -35,6 +36,7 @@ pub mod engine;
 pub mod event;
 pub mod faults;
 pub mod fuzz;
+pub mod gso;
 pub mod listener;
 pub mod net;
 pub mod netstack;

@@ -78,6 +78,7 @@ impl Default for StackConfig {
                 host_addr,
                 host_addr6,
                 tx_queue_len: 4096,
+                offload: false,
             },
             events: None,
             pcap: None,

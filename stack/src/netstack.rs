@@ -561,6 +561,11 @@ impl NetStack {
         if seg.tsval.is_some() {
             conn.peer_tsval = seg.tsval;
         }
+        // An orphan whose peer still answers is making progress (a long
+        // response through a lossy link): its timeout counts from now.
+        if conn.orphaned_at.is_some() && seg.ack && !seg.rst {
+            conn.orphaned_at = Some(now);
+        }
         let challenge = challenge(conn, seg);
         let Some(sockets) = conn.sockets.as_mut() else {
             return;

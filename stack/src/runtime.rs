@@ -302,10 +302,7 @@ impl Shared {
     /// [`Shared::after_app_call`], without the lock).
     pub fn write_direct(&self, packets: &mut Vec<Vec<u8>>) {
         if let Some(device) = self.direct.as_ref() {
-            for p in packets.drain(..) {
-                // The kernel drops what its queue cannot take, like a wire would.
-                let _ = device.send(&p);
-            }
+            device.send_all(packets);
         }
     }
 
@@ -395,6 +392,7 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
         .any()
         .then(|| (Faults::new(faults, 1), Faults::new(faults, 2)));
     let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut out: Vec<Vec<u8>> = Vec::new();
     let mut records = Vec::new();
     let mut captured = Vec::new();
     let mut ready = Vec::new();
@@ -462,13 +460,11 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
             };
             while let Some(p) = g.net.take_transmit() {
                 match lossy.as_mut() {
-                    // The kernel drops what its queue cannot take, like a wire would.
-                    None => {
-                        let _ = device.send(&p);
-                    }
+                    None => out.push(p),
                     Some((_, tx)) => tx.apply(p, &mut batch),
                 }
             }
+            device.send_all(&mut out);
             if let Some((_, tx)) = lossy.as_mut() {
                 tx.release(&mut batch);
                 for p in batch.drain(..) {

@@ -1346,3 +1346,25 @@ fn a_batch_of_segments_gets_one_ack() {
     }
     assert!(acks >= 3, "{acks} ACKs for 6 segments without a batch");
 }
+
+/// An orphan whose peer keeps acknowledging (a long response through a
+/// lossy link) is not cut off by the orphan timeout.
+#[test]
+fn an_orphan_whose_peer_still_answers_is_kept() {
+    let (mut lab, c, id) = accepted(45901);
+    lab.stack.close(lab.now, id);
+    let fin = lab.expect();
+    assert!(fin.fin);
+    // The peer acknowledges nothing new but keeps answering, every 20 s.
+    for _ in 0..5 {
+        lab.advance(Duration::from_secs(20));
+        while lab.recv().is_some() {}
+        lab.send(c.ack());
+    }
+    assert_eq!(lab.stack.table().sockets.len(), 1, "kept for 100 s");
+    // Then it falls silent: the orphan timeout applies from its last word.
+    for _ in 0..70 {
+        lab.advance(Duration::from_secs(1));
+    }
+    assert!(lab.stack.table().sockets.is_empty());
+}
