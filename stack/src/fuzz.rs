@@ -25,6 +25,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, Shutdown};
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use smoltcp::time::{Duration, Instant};
 
+use crate::segment::{fold, ones_sum};
 use crate::table::Stats;
 use crate::{NetConfig, NetStack, SocketId};
 
@@ -291,25 +292,6 @@ fn damage(c: &mut Choices, mut p: Vec<u8>) -> Vec<u8> {
     p
 }
 
-/// The ones'-complement sum of RFC 1071 over `data`, starting from `sum`.
-fn ones_sum(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for w in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Writes the checksum of `region` (which includes its own checksum field at
 /// `at`) given the pseudo-header sum.
 fn write_checksum(region: &mut [u8], at: usize, pseudo: u32, udp: bool) {
@@ -317,7 +299,7 @@ fn write_checksum(region: &mut [u8], at: usize, pseudo: u32, udp: bool) {
         return;
     }
     region[at..at + 2].fill(0);
-    let mut c = fold(ones_sum(pseudo, region));
+    let mut c = !fold(ones_sum(pseudo, region));
     if udp && c == 0 {
         c = 0xffff;
     }

@@ -17,6 +17,8 @@
 //! the header asks the kernel to complete it (`NEEDS_CSUM`), as a checksum
 //! offload would.
 
+use crate::segment::{fold, ones_sum};
+
 /// The size of `struct virtio_net_hdr` (without `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;
 
@@ -153,13 +155,13 @@ fn merge(run: &[Vec<u8>], mss: usize, total: usize) -> Write {
     // IP: total length, header checksum.
     packet[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     packet[10..12].fill(0);
-    let ip_sum = !fold(sum(0, &packet[..ip_hl]));
+    let ip_sum = !fold(ones_sum(0, &packet[..ip_hl]));
     packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
     // TCP: PSH if any had it; the checksum field holds the pseudo-header
     // sum for the kernel to complete.
     packet[ip_hl + 13] |= psh;
     let tcp_len = (total - ip_hl) as u32;
-    let pseudo = fold(sum(0, &packet[12..20]) + 6 + tcp_len);
+    let pseudo = fold(ones_sum(0, &packet[12..20]) + 6 + tcp_len);
     packet[ip_hl + 16..ip_hl + 18].copy_from_slice(&pseudo.to_be_bytes());
     let mut hdr = [0u8; VNET_HDR_LEN];
     hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
@@ -175,24 +177,6 @@ fn merge(run: &[Vec<u8>], mss: usize, total: usize) -> Write {
         packet,
         count: run.len(),
     }
-}
-
-fn sum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for w in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 #[cfg(test)]
@@ -233,7 +217,7 @@ mod tests {
         assert_eq!(packet[20 + 13] & 0x08, 0x08, "PSH carried over");
         assert_eq!(u16::from_ne_bytes([hdr[4], hdr[5]]), 1448, "segment size");
         // The IP header checksum verifies.
-        assert_eq!(fold(sum(0, &packet[..20])), 0xffff);
+        assert_eq!(fold(ones_sum(0, &packet[..20])), 0xffff);
     }
 
     #[test]

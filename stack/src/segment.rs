@@ -278,18 +278,28 @@ pub fn classify_outbound(packet: &[u8]) -> Inbound {
 /// The Internet checksum (RFC 1071) of `data`; 0 when a header's own
 /// checksum field is correct.
 pub fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
+    !fold(ones_sum(0, data))
+}
+
+/// Adds `data` to a ones'-complement sum (RFC 1071) as 16-bit big-endian
+/// words, an odd last byte padded with zero.
+pub fn ones_sum(mut acc: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
     }
     if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
+        acc += u32::from(*last) << 8;
     }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
+    acc
+}
+
+/// Folds a ones'-complement sum into 16 bits (not inverted).
+pub fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
     }
-    !(sum as u16)
+    acc as u16
 }
 
 /// Wrapping comparison of TCP sequence numbers (RFC 9293 §3.4): `a` after `b`.
