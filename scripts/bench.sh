@@ -217,19 +217,25 @@ record latency.p99.kernel "$(printf '%s\n' "${k99[@]}" | median)"
 echo "   portlab p50 ${p50[*]} p99 ${p99[*]}; kernel p50 ${k50[*]} p99 ${k99[*]} (µs)"
 
 bulk_gbit() { client "$1" "$BENCH_BIN" bulk "$2" "$3" --bytes "$BULK_BYTES" | json_field gbit_s; }
-echo "== bulk, stock smoltcp: $((BULK_BYTES >> 20)) MiB each direction"
-# Stock smoltcp with portlab's buffer size, and with its examples' 64 KiB.
-for kib in "$PORTLAB_BUFFER_KIB" 64; do
-    stock_start "$kib" 1
+# bulk_both NS ADDR KEY LABEL: ROUNDS transfers each way (recv from chargen,
+# send to discard); records bulk.DIR.KEY, the median.
+bulk_both() {
+    local ns=$1 addr=$2 key=$3 label=$4 dir port runs r
     for dir in recv send; do
         port=$([ "$dir" = recv ] && echo 19 || echo 9)
         runs=()
         for r in $(seq "$ROUNDS"); do
-            runs+=("$(bulk_gbit "$NS_S" "$dir" "$S_ADDR:$port")")
+            runs+=("$(bulk_gbit "$ns" "$dir" "$addr:$port")")
         done
-        record "bulk.$dir.stock_$kib" "$(printf '%s\n' "${runs[@]}" | median)"
-        echo "   stock smoltcp, $kib KiB buffers, $dir: ${runs[*]} Gbit/s"
+        record "bulk.$dir.$key" "$(printf '%s\n' "${runs[@]}" | median)"
+        echo "   $label, $dir: ${runs[*]} Gbit/s"
     done
+}
+echo "== bulk, stock smoltcp: $((BULK_BYTES >> 20)) MiB each direction"
+# Stock smoltcp with portlab's buffer size, and with its examples' 64 KiB.
+for kib in "$PORTLAB_BUFFER_KIB" 64; do
+    stock_start "$kib" 1
+    bulk_both "$NS_S" "$S_ADDR" "stock_$kib" "stock smoltcp, $kib KiB buffers"
     stock_stop
 done
 
@@ -302,15 +308,7 @@ flat_cost() {
 echo "== bulk with segmentation offload (portlab --offload)"
 portlab_stop INT
 portlab_bench_start --offload
-for dir in recv send; do
-    port=$([ "$dir" = recv ] && echo 19 || echo 9)
-    runs=()
-    for r in $(seq "$ROUNDS"); do
-        runs+=("$(bulk_gbit "$NS_P" "$dir" "$P_ADDR:$port")")
-    done
-    record "bulk.$dir.portlab_offload" "$(printf '%s\n' "${runs[@]}" | median)"
-    echo "   $dir: portlab --offload ${runs[*]} Gbit/s"
-done
+bulk_both "$NS_P" "$P_ADDR" portlab_offload "portlab --offload"
 
 echo "== flat cost and memory: keep-alive GETs beside idle connections"
 portlab_stop INT

@@ -349,6 +349,16 @@ pub fn repair_checksums(p: &mut [u8]) {
     }
 }
 
+/// Sometimes starts or ends a batch: a run of packets handled as the
+/// runtime handles what one wake-up reads.
+fn maybe_batch(c: &mut Choices, stack: &mut NetStack, now: Instant) {
+    match c.below(16) {
+        0 => stack.begin_batch(),
+        1 => stack.end_batch(now),
+        _ => {}
+    }
+}
+
 /// Hostile packets of every kind, with time jumps and application calls.
 pub fn ingress(data: &[u8]) -> Report {
     let mut c = Choices::new(data);
@@ -368,12 +378,7 @@ pub fn ingress(data: &[u8]) -> Report {
     let mut steps = 0;
     while !c.is_empty() && steps < MAX_STEPS {
         steps += 1;
-        // Sometimes a run of packets is one batch (as the runtime reads them).
-        match c.below(16) {
-            0 => stack.begin_batch(),
-            1 => stack.end_batch(now),
-            _ => {}
-        }
+        maybe_batch(&mut c, &mut stack, now);
         match c.below(10) {
             0..=3 => {
                 let p = crafted_tcp(&mut c, &mut known);
@@ -468,11 +473,7 @@ pub fn session(data: &[u8]) -> Report {
     let mut steps = 0;
     while !c.is_empty() && steps < MAX_STEPS {
         steps += 1;
-        match c.below(16) {
-            0 => stack.begin_batch(),
-            1 => stack.end_batch(now),
-            _ => {}
-        }
+        maybe_batch(&mut c, &mut stack, now);
         match c.below(12) {
             0 if peers.len() < 24 => {
                 let p = Peer {
