@@ -391,11 +391,16 @@ backlog_overflow() {
 test_backlog_overflow_drop() {
     backlog_overflow drop
     [ "$(grep -c '^200 exit=0 ' "$OUT")" = 6 ] || fail "every client should get in eventually" || return 1
-    [ "$(events "$EV" count syn_dropped)" -ge 1 ] || fail "no SYN was dropped" || return 1
-    echo "    The accept queue (backlog 1) filled while the server was stuck; further SYNs were"
-    echo "    dropped silently, the clients' kernels retransmitted them (1 s, 3 s, ...) and each"
-    echo "    got in once the server accepted again: slow, but nobody was refused."
-    ok "overflow drop: SYNs dropped and retransmitted, all 6 served"
+    # Which packet is dropped depends on timing, as in Linux: a SYN arriving
+    # once the queue is full (syn_dropped), or the ACK completing a handshake
+    # whose SYN came while there was room (handshake_held). Both are silent.
+    local dropped=$(( $(events "$EV" count syn_dropped) + $(events "$EV" count handshake_held) ))
+    [ "$dropped" -ge 1 ] || fail "nothing was dropped: the queue never overflowed" || return 1
+    echo "    The accept queue (backlog 1) filled while the server was stuck; further SYNs, or"
+    echo "    the ACKs completing handshakes, were dropped silently, the clients' kernels"
+    echo "    retransmitted them and each got in once the server accepted again: slow, but"
+    echo "    nobody was refused."
+    ok "overflow drop: SYNs or completing ACKs dropped and retransmitted, all 6 served"
 }
 
 test_backlog_overflow_rst() {
