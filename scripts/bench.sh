@@ -53,7 +53,7 @@ RESULTS="$LAB_TMP/results.txt"
 : >"$RESULTS"
 record() { echo "$1 $2" >>"$RESULTS"; }
 # portlab's default buffer per connection (NetConfig::rx_buffer, tx_buffer).
-PORTLAB_BUFFER_KIB=256
+PORTLAB_BUFFER_KIB=64
 record buffer_kib "$PORTLAB_BUFFER_KIB"
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
@@ -233,7 +233,7 @@ bulk_both() {
 }
 echo "== bulk, stock smoltcp: $((BULK_BYTES >> 20)) MiB each direction"
 # Stock smoltcp with portlab's buffer size, and with its examples' 64 KiB.
-for kib in "$PORTLAB_BUFFER_KIB" 64; do
+for kib in $(printf '%s\n' "$PORTLAB_BUFFER_KIB" 64 | sort -un); do
     stock_start "$kib" 1
     bulk_both "$NS_S" "$S_ADDR" "stock_$kib" "stock smoltcp, $kib KiB buffers"
     stock_stop

@@ -86,9 +86,12 @@ impl NetConfig {
             syn_queue_cap: 1024,
             syn_timeout: Duration::from_secs(30),
             time_wait: Duration::from_secs(10),
-            orphan_timeout: Duration::from_secs(60),
-            rx_buffer: 256 * 1024,
-            tx_buffer: 256 * 1024,
+            // Longer than smoltcp's retransmissions back off to (1 + 2 + 4 + …
+            // + 60 s): a peer behind a bad link is not given up on while it
+            // may still answer.
+            orphan_timeout: Duration::from_secs(180),
+            rx_buffer: 64 * 1024,
+            tx_buffer: 64 * 1024,
             max_sockets: 16 * 1024,
             event_burst: 2000,
             event_rate: 1000,
