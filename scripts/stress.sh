@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full forms of the robustness scenarios (CI runs them with small counts
 # as part of scripts/itest.sh). Everything stays in the namespaces itest.sh
-# creates; every load is bounded in count and time. Takes about 45 minutes,
+# creates; every load is bounded in count and time. Takes about an hour,
 # most of it the 100 MiB through the lossy link, downloaded and then echoed
 # both ways (recovery from loss is bound by retransmission timeouts: about
 # 8 s per MiB downloaded at these rates).

@@ -72,8 +72,11 @@ pub fn serve_connection(server: &Server, stream: impl Stream) {
     };
     let header_timeout = server.header_timeout;
     stream.set_read_timeout(Some(header_timeout));
-    // Generous: on a lossy link a retransmission can back off for a minute.
-    stream.set_write_timeout(Some(Duration::from_secs(120)));
+    // A write fails after this long without any progress. Generous: through
+    // 30% loss the engine's retransmissions back off to a minute each, and
+    // two or three in a row can fail (a client that stops reading is bounded
+    // by --max-connections and its send buffer meanwhile).
+    stream.set_write_timeout(Some(Duration::from_secs(600)));
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     loop {
         let req = match read_request(&stream, &mut buf, header_timeout) {
