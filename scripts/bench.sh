@@ -58,6 +58,17 @@ record buffer_kib "$PORTLAB_BUFFER_KIB"
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 
+# wait_http NS URL LOG WHAT: waits up to 5 s for URL to answer from NS.
+wait_http() {
+    local i
+    for i in $(seq 100); do
+        ip netns exec "$1" curl -s -m 1 -o /dev/null "$2" && return 0
+        sleep 0.05
+    done
+    cat "$3" >&2
+    die "$4 did not start"
+}
+
 # portlab: the stack on a TUN in its own namespace; clients from the kernel side.
 NS_P=portlab-bench-stack
 P_ADDR=10.203.80.2
@@ -67,13 +78,7 @@ portlab_bench_start() {
         --inetd --udp-port 0 --max-connections 20000 "$@" >"$LAB_TMP/portlab.log" 2>&1 &
     PORTLAB_PID=$!
     LAB_PIDS+=("$PORTLAB_PID")
-    local i
-    for i in $(seq 100); do
-        ip netns exec "$NS_P" curl -s -m 1 -o /dev/null "http://$P_ADDR/you" && return 0
-        sleep 0.05
-    done
-    cat "$LAB_TMP/portlab.log" >&2
-    die "portlab did not start"
+    wait_http "$NS_P" "http://$P_ADDR/you" "$LAB_TMP/portlab.log" portlab
 }
 
 # Stock smoltcp (bench/src/bin/smoltcp-server.rs) on a TUN of its own in a
@@ -95,12 +100,7 @@ stock_start() {
     done
     ip netns exec "$NS_S" ip addr add 10.205.80.1/24 dev plstock0
     ip netns exec "$NS_S" ip link set plstock0 up
-    for i in $(seq 100); do
-        ip netns exec "$NS_S" curl -s -m 1 -o /dev/null "http://$S_ADDR/" && return 0
-        sleep 0.05
-    done
-    cat "$LAB_TMP/stock.log" >&2
-    die "the stock smoltcp server did not start"
+    wait_http "$NS_S" "http://$S_ADDR/" "$LAB_TMP/stock.log" "the stock smoltcp server"
 }
 stock_stop() {
     kill "$STOCK_PID" 2>/dev/null
@@ -149,12 +149,8 @@ in_ks "$PORTLAB_BIN" --log-level warn kernel-serve --listen "$K_ADDR" --port 808
 LAB_PIDS+=($!)
 in_ks iperf3 -s -B "$K_ADDR" >/dev/null 2>&1 &
 LAB_PIDS+=($!)
-for url in "http://$K_ADDR/you" "http://$K_ADDR:8080/you"; do
-    for i in $(seq 100); do
-        ip netns exec "$NS_KC" curl -s -m 1 -o /dev/null "$url" && break
-        sleep 0.05
-    done
-done
+wait_http "$NS_KC" "http://$K_ADDR/you" "$LAB_TMP/nginx/error.log" nginx
+wait_http "$NS_KC" "http://$K_ADDR:8080/you" "$LAB_TMP/kernel-serve.log" "portlab kernel-serve"
 portlab_bench_start
 
 # client NS CMD...: the load generator, pinned.

@@ -314,43 +314,32 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// One `writev` of a virtio-net header and a packet.
 fn writev2(fd: RawFd, hdr: &[u8], packet: &[u8]) -> io::Result<usize> {
     let iov = [
-        libc::iovec {
-            iov_base: hdr.as_ptr() as *mut libc::c_void,
-            iov_len: hdr.len(),
-        },
-        libc::iovec {
-            iov_base: packet.as_ptr() as *mut libc::c_void,
-            iov_len: packet.len(),
-        },
+        iovec(hdr.as_ptr().cast_mut(), hdr.len()),
+        iovec(packet.as_ptr().cast_mut(), packet.len()),
     ];
     // SAFETY: two valid iovecs over live slices; the kernel only reads them.
-    let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    syscall_len(unsafe { libc::writev(fd, iov.as_ptr(), 2) })
 }
 
 /// One `readv` into a virtio-net header and a packet buffer.
 fn readv2(fd: RawFd, hdr: &mut [u8], buf: &mut [u8]) -> io::Result<usize> {
     let iov = [
-        libc::iovec {
-            iov_base: hdr.as_mut_ptr() as *mut libc::c_void,
-            iov_len: hdr.len(),
-        },
-        libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        },
+        iovec(hdr.as_mut_ptr(), hdr.len()),
+        iovec(buf.as_mut_ptr(), buf.len()),
     ];
     // SAFETY: two valid iovecs over live, writable slices.
-    let n = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+    syscall_len(unsafe { libc::readv(fd, iov.as_ptr(), 2) })
+}
+
+fn iovec(base: *mut u8, len: usize) -> libc::iovec {
+    libc::iovec {
+        iov_base: base.cast(),
+        iov_len: len,
     }
+}
+
+fn syscall_len(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 fn open_error(err: io::Error, name: &str) -> DeviceError {

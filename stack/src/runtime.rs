@@ -461,16 +461,13 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
             while let Some(p) = g.net.take_transmit() {
                 match lossy.as_mut() {
                     None => out.push(p),
-                    Some((_, tx)) => tx.apply(p, &mut batch),
+                    Some((_, tx)) => tx.apply(p, &mut out),
                 }
+            }
+            if let Some((_, tx)) = lossy.as_mut() {
+                tx.release(&mut out);
             }
             device.send_all(&mut out);
-            if let Some((_, tx)) = lossy.as_mut() {
-                tx.release(&mut batch);
-                for p in batch.drain(..) {
-                    let _ = device.send(&p);
-                }
-            }
             g.net.drain_events(&mut records);
             g.net.take_capture(&mut captured);
             g.net.drain_ready(&mut ready);
