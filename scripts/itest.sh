@@ -899,7 +899,9 @@ PY
 test_restart_mid_transfer() {
     setup restart_mid_transfer
     # A slow download (curl reads at 200 KB/s) is under way when the stack is killed.
-    in_ns curl -s -m 30 --limit-rate 200k -o /dev/null -w '%{http_code} exit=%{exitcode}' \
+    # TCP keepalive every 2 s: an idle client still sends a segment that the
+    # restarted stack must answer with RST, whatever its window was doing.
+    in_ns curl -s -m 30 --keepalive-time 2 --limit-rate 200k -o /dev/null -w '%{http_code} exit=%{exitcode}' \
         "http://$ADDR/bytes?n=20000000" >"$LAB_TMP/transfer.txt" 2>&1 &
     local client=$!
     sleep 1
