@@ -25,7 +25,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, Shutdown};
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use smoltcp::time::{Duration, Instant};
 
-use crate::segment::{fold, ones_sum};
+use crate::segment::fill_checksums;
 use crate::table::Stats;
 use crate::{NetConfig, NetStack, SocketId};
 
@@ -292,63 +292,6 @@ fn damage(c: &mut Choices, mut p: Vec<u8>) -> Vec<u8> {
     p
 }
 
-/// Writes the checksum of `region` (which includes its own checksum field at
-/// `at`) given the pseudo-header sum.
-fn write_checksum(region: &mut [u8], at: usize, pseudo: u32, udp: bool) {
-    if region.len() < at + 2 {
-        return;
-    }
-    region[at..at + 2].fill(0);
-    let mut c = !fold(ones_sum(pseudo, region));
-    if udp && c == 0 {
-        c = 0xffff;
-    }
-    region[at..at + 2].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Repairs the IPv4 header checksum and the TCP, UDP or ICMP checksum of
-/// arbitrary bytes as far as their lengths allow, so that raw fuzz input gets
-/// past checksum verification and into the demux and the engine.
-pub fn repair_checksums(p: &mut [u8]) {
-    match p.first().map(|b| b >> 4) {
-        Some(4) if p.len() >= 20 => {
-            let ihl = usize::from(p[0] & 0xf) * 4;
-            if ihl < 20 || ihl > p.len() {
-                return;
-            }
-            write_checksum(&mut p[..ihl], 10, 0, false);
-            let total = usize::from(u16::from_be_bytes([p[2], p[3]])).min(p.len());
-            if total <= ihl {
-                return;
-            }
-            let proto = p[9];
-            let mut pseudo = ones_sum(0, &p[12..20]);
-            pseudo += u32::from(proto) + (total - ihl) as u32;
-            let l4 = &mut p[ihl..total];
-            match proto {
-                6 => write_checksum(l4, 16, pseudo, false),
-                17 => write_checksum(l4, 6, pseudo, true),
-                1 => write_checksum(l4, 2, 0, false),
-                _ => {}
-            }
-        }
-        Some(6) if p.len() >= 40 => {
-            let len = usize::from(u16::from_be_bytes([p[4], p[5]])).min(p.len() - 40);
-            let next = p[6];
-            let mut pseudo = ones_sum(0, &p[8..40]);
-            pseudo += u32::from(next) + len as u32;
-            let l4 = &mut p[40..40 + len];
-            match next {
-                6 => write_checksum(l4, 16, pseudo, false),
-                17 => write_checksum(l4, 6, pseudo, true),
-                58 => write_checksum(l4, 2, pseudo, false),
-                _ => {}
-            }
-        }
-        _ => {}
-    }
-}
-
 /// Sometimes starts or ends a batch: a run of packets handled as the
 /// runtime handles what one wake-up reads.
 fn maybe_batch(c: &mut Choices, stack: &mut NetStack, now: Instant) {
@@ -389,7 +332,7 @@ pub fn ingress(data: &[u8]) -> Report {
                 let len = c.below(1600) as usize;
                 let mut p = c.bytes(len).to_vec();
                 if c.chance(70) {
-                    repair_checksums(&mut p);
+                    fill_checksums(&mut p);
                 }
                 stack.receive(now, &p);
             }

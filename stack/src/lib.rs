@@ -13,6 +13,7 @@
 //! * [`udp`] — UDP sockets: bound ports, reuse-port readers, port unreachable;
 //! * [`timers`] — every connection's next deadline, in order;
 //! * [`engine`] — smoltcp as the TCP engine, one connection at a time;
+//! * [`window`] — the receive window's edge, and the ACKs smoltcp would not read past it;
 //! * [`buffers`] — socket buffers that cost no memory until they are used;
 //! * [`netstack`] — the sans-IO core that ties them together;
 //! * [`table`] — the connection table, as `ss` would show it;
@@ -51,6 +52,7 @@ pub mod table;
 pub mod timers;
 pub mod timewait;
 pub mod udp;
+pub mod window;
 
 pub use config::{NetConfig, Overflow};
 

@@ -58,6 +58,7 @@ use crate::story::{Stories, Story};
 use crate::timers::Timers;
 use crate::timewait::{self, TimeWait};
 use crate::udp::Udp;
+use crate::window::RecvWindow;
 
 /// Something whose readiness may have changed: wake whoever waits on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,9 +109,10 @@ struct Conn {
     served_by: Option<String>,
     /// When the application let go of it (see `NetConfig::orphan_timeout`).
     orphaned_at: Option<Instant>,
-    /// What our last segment acknowledged, and the sequence number after
-    /// the highest one we sent: for the exact-reset check of RFC 5961.
-    rcv_nxt: Option<u32>,
+    /// What our last segment acknowledged and advertised (for the
+    /// exact-reset check of RFC 5961 and the ACKs past the window's edge),
+    /// and the sequence number after the highest one we sent.
+    window: RecvWindow,
     snd_nxt: Option<u32>,
     /// In the current batch's list of connections to send from.
     egress_pending: bool,
@@ -502,7 +504,7 @@ impl NetStack {
                 accepted_by: None,
                 served_by: None,
                 orphaned_at: None,
-                rcv_nxt: None,
+                window: RecvWindow::default(),
                 snd_nxt: None,
                 egress_pending: false,
             },
@@ -566,7 +568,14 @@ impl NetStack {
         if conn.orphaned_at.is_some() && seg.ack && !seg.rst {
             conn.orphaned_at = Some(now);
         }
+        if seg.syn {
+            conn.window.peer_syn(seg);
+        }
         let challenge = challenge(conn, seg);
+        let past_edge = match synchronized(conn.state) {
+            true => conn.window.ack_past_edge(seg, packet),
+            false => None,
+        };
         let Some(sockets) = conn.sockets.as_mut() else {
             return;
         };
@@ -589,6 +598,11 @@ impl NetStack {
             );
             self.flush_out(now, Some(id), Some(quad));
             return;
+        }
+        if let Some(ack) = past_edge {
+            // Its acknowledgement first, which smoltcp would not read (see
+            // `window`); then the segment itself, which it refuses with an ACK.
+            self.engine.ingress(now, &ack, sockets, &mut self.out);
         }
         self.engine.ingress(now, packet, sockets, &mut self.out);
         if seg.rst
@@ -759,9 +773,7 @@ impl NetStack {
                 if let (Some(f), Some(c)) = (flags, self.conns.get_mut(&id))
                     && !f.rst
                 {
-                    if f.ack {
-                        c.rcv_nxt = Some(f.ack_number);
-                    }
+                    c.window.sent(&f);
                     let ahead = c
                         .snd_nxt
                         .is_none_or(|n| (f.seq_end.wrapping_sub(n) as i32) > 0);
@@ -1317,7 +1329,7 @@ impl NetStack {
                 accepted_by: None,
                 served_by: None,
                 orphaned_at: None,
-                rcv_nxt: None,
+                window: RecvWindow::default(),
                 snd_nxt: None,
                 egress_pending: false,
             },
@@ -1779,11 +1791,7 @@ fn not_connected() -> io::Error {
 /// current numbers). smoltcp alone would accept any in-window reset and drop
 /// a SYN without ACK silently.
 fn challenge(conn: &Conn, seg: &Segment) -> Option<(DropReason, Vec<u8>)> {
-    let synchronized = !matches!(
-        conn.state,
-        TcpState::Listen | TcpState::SynSent | TcpState::SynReceived | TcpState::Closed
-    );
-    let (rcv_nxt, snd_nxt) = (conn.rcv_nxt?, conn.snd_nxt?);
+    let (rcv_nxt, snd_nxt) = (conn.window.rcv_nxt()?, conn.snd_nxt?);
     let reason = if seg.rst && seg.seq != rcv_nxt {
         DropReason::InexactReset
     } else if seg.is_bare_syn() {
@@ -1791,7 +1799,7 @@ fn challenge(conn: &Conn, seg: &Segment) -> Option<(DropReason, Vec<u8>)> {
     } else {
         return None;
     };
-    if !synchronized {
+    if !synchronized(conn.state) {
         return None;
     }
     let (local, remote) = (conn.quad.local, conn.quad.remote);
@@ -1807,6 +1815,14 @@ fn challenge(conn: &Conn, seg: &Segment) -> Option<(DropReason, Vec<u8>)> {
         .write(&mut probe, &[])
         .ok()?;
     Some((reason, probe))
+}
+
+/// Past the handshake: both sides' sequence numbers are known.
+fn synchronized(state: TcpState) -> bool {
+    !matches!(
+        state,
+        TcpState::Listen | TcpState::SynSent | TcpState::SynReceived | TcpState::Closed
+    )
 }
 
 fn reset_error() -> io::Error {

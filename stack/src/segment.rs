@@ -220,6 +220,10 @@ pub struct Outbound {
     pub ack_number: u32,
     /// The sequence number after this segment (its data, SYN and FIN).
     pub seq_end: u32,
+    /// The window field, as sent (scaled, except on a SYN).
+    pub window: u16,
+    /// The window scale option (read on SYN segments only).
+    pub window_scale: Option<u8>,
 }
 
 /// Reads an outgoing packet's TCP flags, if it is TCP (the engine sends
@@ -233,12 +237,23 @@ pub fn outbound(packet: &[u8]) -> Option<Outbound> {
     if proto != 6 {
         return None;
     }
-    let tcp = packet.get(header..header + 14)?;
+    let tcp = packet.get(header..header + 16)?;
     let flags = tcp[13];
     let data_offset = usize::from(tcp[12] >> 4) * 4;
     let payload = packet.len().saturating_sub(header + data_offset) as u32;
     let (fin, syn) = (flags & 0x01 != 0, flags & 0x02 != 0);
+    let window_scale = match syn {
+        true => TcpSlice::from_slice(&packet[header..]).ok().and_then(|t| {
+            t.options_iterator().find_map(|o| match o {
+                Ok(TcpOptionElement::WindowScale(w)) => Some(w),
+                _ => None,
+            })
+        }),
+        false => None,
+    };
     Some(Outbound {
+        window: u16::from_be_bytes([tcp[14], tcp[15]]),
+        window_scale,
         fin,
         syn,
         rst: flags & 0x04 != 0,
@@ -300,6 +315,64 @@ pub fn fold(mut acc: u32) -> u16 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
     acc as u16
+}
+
+/// Writes the checksum of `region` (which includes its own checksum field at
+/// `at`) given the pseudo-header sum.
+fn write_checksum(region: &mut [u8], at: usize, pseudo: u32, udp: bool) {
+    if region.len() < at + 2 {
+        return;
+    }
+    region[at..at + 2].fill(0);
+    let mut c = !fold(ones_sum(pseudo, region));
+    if udp && c == 0 {
+        c = 0xffff;
+    }
+    region[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Writes the IPv4 header checksum and the TCP, UDP or ICMP checksum of a
+/// packet, as far as its lengths allow: for packets our layer builds or
+/// rewrites, and for raw fuzz input that must get past checksum verification
+/// into the demux and the engine.
+pub fn fill_checksums(p: &mut [u8]) {
+    match p.first().map(|b| b >> 4) {
+        Some(4) if p.len() >= 20 => {
+            let ihl = usize::from(p[0] & 0xf) * 4;
+            if ihl < 20 || ihl > p.len() {
+                return;
+            }
+            write_checksum(&mut p[..ihl], 10, 0, false);
+            let total = usize::from(u16::from_be_bytes([p[2], p[3]])).min(p.len());
+            if total <= ihl {
+                return;
+            }
+            let proto = p[9];
+            let mut pseudo = ones_sum(0, &p[12..20]);
+            pseudo += u32::from(proto) + (total - ihl) as u32;
+            let l4 = &mut p[ihl..total];
+            match proto {
+                6 => write_checksum(l4, 16, pseudo, false),
+                17 => write_checksum(l4, 6, pseudo, true),
+                1 => write_checksum(l4, 2, 0, false),
+                _ => {}
+            }
+        }
+        Some(6) if p.len() >= 40 => {
+            let len = usize::from(u16::from_be_bytes([p[4], p[5]])).min(p.len() - 40);
+            let next = p[6];
+            let mut pseudo = ones_sum(0, &p[8..40]);
+            pseudo += u32::from(next) + len as u32;
+            let l4 = &mut p[40..40 + len];
+            match next {
+                6 => write_checksum(l4, 16, pseudo, false),
+                17 => write_checksum(l4, 6, pseudo, true),
+                58 => write_checksum(l4, 2, pseudo, false),
+                _ => {}
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Wrapping comparison of TCP sequence numbers (RFC 9293 §3.4): `a` after `b`.
