@@ -715,9 +715,9 @@ expected_sha() {
     python3 -c "import hashlib; print(hashlib.sha256(bytes(((i*31+7)%251) for i in range($1))).hexdigest())"
 }
 
-# lossy_echo BYTES: sends BYTES to the TCP echo service and reads them back
+# echo_roundtrip BYTES: sends BYTES to the TCP echo service and reads them back
 # at the same time; prints "same|differs SECONDS" (both directions at once).
-lossy_echo() {
+echo_roundtrip() {
     in_ns python3 - "$ADDR" "$1" "${LOSSY_TIMEOUT:-240}" <<'PY'
 import hashlib, socket, sys, threading, time
 addr, n, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -753,7 +753,7 @@ test_lossy_link() {
     got=$(lossy_fetch "$big")
     echo "    $big bytes through 5% drop, 5% reorder, 1% duplicate, 1% corrupt (each way): ${got#* } s"
     [ "${got%% *}" = "$(expected_sha "$big")" ] || fail "sha256 differs: the application got wrong bytes" || return 1
-    got=$(lossy_echo "$big")
+    got=$(echo_roundtrip "$big")
     echo "    $big bytes to the echo service and back through the same link: ${got#* } s"
     [ "${got%% *}" = same ] || fail "the echoed bytes differ: $got" || return 1
     portlab_stop INT
@@ -956,7 +956,15 @@ test_offload() {
         || fail "256 MiB from chargen did not arrive" || return 1
     in_ns curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL" | grep -q 200 || fail "HTTP broken with --offload" || return 1
     echo "    256 MiB from the stack: $bulk"
-    ok "segmentation offload: merged writes, identical bytes (sha256), HTTP works"
+    # The kernel's side: TSO on the device, so it sends us merged packets.
+    in_ns ethtool -k portlab0 | grep -q '^tcp-segmentation-offload: on' \
+        || fail "TSO is off on portlab0: TUNSETOFFLOAD did not take" || return 1
+    got=$(LOSSY_TIMEOUT=60 echo_roundtrip 100000000)
+    [ "${got%% *}" = same ] || fail "100 MB echoed through merged packets both ways: $got" || return 1
+    bulk=$(in_ns timeout 60 "$PORTLAB_ROOT/target/release/portlab-bench" bulk send "$ADDR:9" --bytes 268435456) \
+        || fail "256 MiB to discard did not go through" || return 1
+    echo "    100 MB echoed in ${got#* } s; 256 MiB to the stack: $bulk"
+    ok "segmentation offload both ways: identical bytes (sha256), HTTP works"
 }
 
 run=("$@")

@@ -1,21 +1,28 @@
-//! Segmentation offload towards the kernel: consecutive segments of one
-//! connection written to the TUN device as one large packet.
+//! Segmentation offload in both directions: many segments of one connection
+//! passing the TUN device as one large packet.
 //!
-//! Without it every TCP segment the stack sends is one `write` on the TUN
-//! descriptor, and the kernel runs its whole receive path for each. With
-//! `--offload` the device is opened with `IFF_VNET_HDR`: every packet is
-//! preceded by a `virtio_net_hdr`, and a packet whose header says "TCP
-//! segmentation, segments of N bytes" may be far larger than the MTU. The
-//! kernel takes it as one buffer, the way it takes what its own receive
-//! offload (GRO) merged, and hands it to TCP in one piece.
+//! Without it every TCP segment is one `read` or `write` on the TUN
+//! descriptor, and the kernel runs its whole transmit or receive path for
+//! each. With `--offload` the device is opened with `IFF_VNET_HDR`: every
+//! packet is preceded by a `virtio_net_hdr`, and a packet whose header says
+//! "TCP segmentation, segments of N bytes" may be far larger than the MTU.
 //!
-//! [`coalesce`] finds the runs worth merging in what the stack queued: IPv4
-//! TCP segments of one 4-tuple, back to back in sequence, carrying data with
-//! nothing but ACK (and PSH) set, with identical headers apart from sequence
-//! number, length and PSH, all of the first one's length but the last. The
-//! merged packet's TCP checksum field holds the pseudo-header sum only and
-//! the header asks the kernel to complete it (`NEEDS_CSUM`), as a checksum
-//! offload would.
+//! Towards the kernel, [`coalesce`] finds the runs worth merging in what the
+//! stack queued: IPv4 TCP segments of one 4-tuple, back to back in sequence,
+//! carrying data with nothing but ACK (and PSH) set, with identical headers
+//! apart from sequence number, length and PSH, all of the first one's length
+//! but the last. The kernel takes the merged packet as one buffer, the way it
+//! takes what its own receive offload (GRO) merged, and hands it to TCP in one
+//! piece. Its TCP checksum field holds the pseudo-header sum only and the
+//! header asks the kernel to complete it (`NEEDS_CSUM`), as a checksum offload
+//! would.
+//!
+//! From the kernel, `TUNSETOFFLOAD` (checksum, TSO for IPv4 and IPv6) lets
+//! the kernel's TCP hand us up to 64 KiB in one packet instead of cutting it
+//! into MTU-sized segments, with the checksum left for us to complete.
+//! [`received`] completes it; the merged packet then stays one segment: the
+//! engine takes a segment of any length that fits its window, so one pass
+//! through the demux and the engine stands for up to 44 segments.
 
 use crate::segment::{fold, ones_sum};
 
@@ -24,6 +31,8 @@ pub const VNET_HDR_LEN: usize = 10;
 
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
 
 /// A packet with no offload: the all-zero header.
 pub const PLAIN_HDR: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
@@ -140,6 +149,43 @@ pub fn coalesce(packets: &[Vec<u8>]) -> Vec<Write> {
     out
 }
 
+/// Completes a packet the kernel wrote behind `hdr` (see the module
+/// documentation): its partial checksum, and for a merged packet its IP
+/// length, which the kernel need not fill in. Returns whether it was merged.
+pub fn received(hdr: &[u8; VNET_HDR_LEN], packet: &mut [u8]) -> bool {
+    let field = |at: usize| usize::from(u16::from_ne_bytes([hdr[at], hdr[at + 1]]));
+    let merged = matches!(
+        hdr[1] & !VIRTIO_NET_HDR_GSO_ECN,
+        VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6
+    );
+    if merged {
+        let len = packet.len();
+        match packet.first().map(|b| b >> 4) {
+            Some(4) if (20..=MAX_MERGED).contains(&len) => {
+                packet[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                let ihl = usize::from(packet[0] & 0xf) * 4;
+                if let Some(h) = packet.get_mut(..ihl) {
+                    h[10..12].fill(0);
+                    let sum = !fold(ones_sum(0, h));
+                    h[10..12].copy_from_slice(&sum.to_be_bytes());
+                }
+            }
+            Some(6) if len >= 40 && len - 40 <= MAX_MERGED => {
+                packet[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+            }
+            _ => {}
+        }
+    }
+    if hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+        let (start, at) = (field(6), field(6) + field(8));
+        if at + 2 <= packet.len() {
+            let sum = !fold(ones_sum(0, &packet[start..]));
+            packet[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        }
+    }
+    merged
+}
+
 fn merge(run: &[Vec<u8>], mss: usize, total: usize) -> Write {
     let first = &run[0];
     let ip_hl = usize::from(first[0] & 0xf) * 4;
@@ -247,5 +293,38 @@ mod tests {
     fn a_short_segment_ends_the_run() {
         let q = vec![seg(1000, 100, false, 5000), seg(1100, 1448, false, 5000)];
         assert_eq!(coalesce(&q), vec![Write::Single(0), Write::Single(1)]);
+    }
+
+    /// What the kernel sends with TSO on looks like what we merge: a large
+    /// packet with a partial checksum. Completed, the stack takes it as one
+    /// segment with its checksum right, whatever the kernel left in the IP
+    /// length.
+    #[test]
+    fn a_merged_packet_from_the_kernel_is_completed_into_one_segment() {
+        use crate::segment::{Inbound, Local, classify};
+        let q: Vec<_> = (0..3)
+            .map(|i| seg(1000 + i * 1448, 1448, false, 5000))
+            .collect();
+        let Write::Merged {
+            hdr, mut packet, ..
+        } = coalesce(&q).remove(0)
+        else {
+            panic!("not merged");
+        };
+        packet[2..4].fill(0);
+        let local = Local {
+            v4: [10, 0, 0, 1].into(),
+            v6: None,
+        };
+        assert!(received(&hdr, &mut packet));
+        let Inbound::Tcp(s) = classify(&packet, local) else {
+            panic!("refused: {:?}", classify(&packet, local));
+        };
+        assert_eq!((s.seq, s.payload_len), (1000, 3 * 1448));
+        // A plain packet is left alone.
+        let mut plain = seg(1000, 10, true, 5000);
+        let copy = plain.clone();
+        assert!(!received(&PLAIN_HDR, &mut plain));
+        assert_eq!(plain, copy);
     }
 }

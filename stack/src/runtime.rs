@@ -386,7 +386,9 @@ impl Drop for StopOnExit<'_> {
 pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, faults: FaultConfig) {
     let _stop = StopOnExit(&shared);
     let device = &*device;
-    let mut buf = vec![0u8; 65536];
+    // The largest packet: 64 KiB merged by the kernel (`--offload`), behind
+    // an IPv6 header.
+    let mut buf = vec![0u8; 65536 + 1024];
     // The lossy link, when asked for: one injector per direction.
     let mut lossy = faults
         .any()
