@@ -382,9 +382,25 @@ impl Drop for StopOnExit<'_> {
     }
 }
 
+/// Puts the runtime thread in `SCHED_BATCH`: woken by a packet, it no longer
+/// preempts an application thread that is running, but runs when that one
+/// blocks or its time slice ends, and then finds many packets waiting. With
+/// an idle CPU it runs at once, as before. On a busy one this is interrupt
+/// coalescing: without it, a bulk sender on the same CPU was preempted by the
+/// runtime for every ACK the kernel queued during its own write (stack to
+/// kernel 2.1 against 2.9 Gbit/s).
+fn yield_to_applications() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a valid parameter block; pid 0 is the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        log::debug!(target: "portlab", "SCHED_BATCH: {}", io::Error::last_os_error());
+    }
+}
+
 /// The runtime thread's loop. Returns when the stack has stopped.
 pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, faults: FaultConfig) {
     let _stop = StopOnExit(&shared);
+    yield_to_applications();
     let device = &*device;
     // The largest packet: 64 KiB merged by the kernel (`--offload`), behind
     // an IPv6 header.
