@@ -691,11 +691,14 @@ fn retry<T>(
                 // `write`s raise keep-alive requests/s by about a quarter;
                 // for reads, and for the response-and-close of a new
                 // connection per request, they cost more than they save.
-                let mut out = Vec::new();
+                let (mut out, mut notify) = (Vec::new(), Vec::new());
                 let kick = !direct
                     || nonblocking.load(Ordering::Relaxed)
-                    || shared.after_app_call(&mut g, &mut out);
+                    || shared.after_app_call(&mut g, &mut out, &mut notify);
                 drop(g);
+                for cv in notify {
+                    cv.notify_all();
+                }
                 shared.write_direct(&mut out);
                 if kick {
                     shared.kick();

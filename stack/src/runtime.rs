@@ -122,10 +122,15 @@ pub struct PollerState {
 }
 
 impl PollerState {
-    fn hint(&mut self, token: usize) {
+    /// Marks `token` for the poller's next look.
+    fn mark(&mut self, token: usize) {
         if !self.pending.contains(&token) {
             self.pending.push(token);
         }
+    }
+
+    fn hint(&mut self, token: usize) {
+        self.mark(token);
         self.cv.notify_one();
     }
 }
@@ -163,16 +168,25 @@ impl Inner {
         }
     }
 
-    /// Wakes whoever waits on `r`: its own blocked thread, and the pollers
-    /// that watch it.
-    fn wake(&mut self, r: Ready) {
+    /// Finds whoever waits on `r` (its own blocked thread, and the pollers
+    /// that watch it) and adds their condition variables to `notify`, to be
+    /// signalled once the lock is released: a thread woken while the lock is
+    /// held would run only to block on it, and on one CPU that is two more
+    /// thread switches.
+    fn wake(&mut self, r: Ready, notify: &mut Vec<Arc<Condvar>>) {
+        let mut add = |cv: &Arc<Condvar>| {
+            if !notify.iter().any(|n| Arc::ptr_eq(n, cv)) {
+                notify.push(cv.clone());
+            }
+        };
         if let Some(cv) = self.waiters.get(&r) {
-            cv.notify_all();
+            add(cv);
         }
         if let Some(watchers) = self.watches.get(&r) {
             for &(pid, token) in watchers {
                 if let Some(p) = self.pollers.get_mut(&pid) {
-                    p.hint(token);
+                    p.mark(token);
+                    add(&p.cv);
                 }
             }
         }
@@ -272,13 +286,20 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// After an application call, with the lock held: writes what the call
-    /// queued straight to the device and wakes the threads it concerns, so
+    /// After an application call, with the lock held: takes what the call
+    /// queued, for the caller to write straight to the device, and the
+    /// threads it concerns, for the caller to wake (both once the lock is
+    /// released), so
     /// that a response needs no trip through the runtime thread (two context
     /// switches per request fewer). The runtime is woken only for what only
     /// it can do: write events and captures, or keep a timer earlier than
     /// the one it sleeps until. Returns whether it must be kicked.
-    pub fn after_app_call(&self, g: &mut Inner, out: &mut Vec<Vec<u8>>) -> bool {
+    pub fn after_app_call(
+        &self,
+        g: &mut Inner,
+        out: &mut Vec<Vec<u8>>,
+        notify: &mut Vec<Arc<Condvar>>,
+    ) -> bool {
         if self.direct.is_none() {
             return true;
         }
@@ -288,7 +309,7 @@ impl Shared {
         let mut ready = std::mem::take(&mut g.ready_scratch);
         g.net.drain_ready(&mut ready);
         for r in ready.drain(..) {
-            g.wake(r);
+            g.wake(r, notify);
         }
         g.ready_scratch = ready;
         let earlier_timer = g
@@ -414,6 +435,7 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
     let mut records = Vec::new();
     let mut captured = Vec::new();
     let mut ready = Vec::new();
+    let mut notify = Vec::new();
     loop {
         let timeout_ms = {
             let g = shared.lock();
@@ -490,10 +512,13 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
             g.net.take_capture(&mut captured);
             g.net.drain_ready(&mut ready);
             for r in ready.drain(..) {
-                g.wake(r);
+                g.wake(r, &mut notify);
             }
             done
         };
+        for cv in notify.drain(..) {
+            cv.notify_all();
+        }
         sink.write_packets(&captured);
         captured.clear();
         sink.write(&records);
