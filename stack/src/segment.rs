@@ -158,12 +158,7 @@ pub fn classify(packet: &[u8], local: Local) -> Inbound {
         Ok(tcp) => tcp,
         Err(_) => return Inbound::Drop(DropReason::Malformed),
     };
-    let sum = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => tcp.calc_checksum_ipv4(s.octets(), d.octets()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => tcp.calc_checksum_ipv6(s.octets(), d.octets()),
-        _ => return Inbound::Drop(DropReason::Malformed),
-    };
-    if sum.ok() != Some(tcp.checksum()) {
+    if !tcp_checksum_ok(src, dst, tcp.slice()) {
         return Inbound::Drop(DropReason::BadChecksum);
     }
     if tcp.source_port() == 0 || tcp.destination_port() == 0 || (tcp.syn() && tcp.fin()) {
@@ -297,16 +292,58 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
 }
 
 /// Adds `data` to a ones'-complement sum (RFC 1071) as 16-bit big-endian
-/// words, an odd last byte padded with zero.
-pub fn ones_sum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+/// words, an odd last byte padded with zero; the result is folded to 16 bits
+/// (so callers may add to it).
+///
+/// Every byte of a bulk transfer passes through here, so it sums eight bytes
+/// per addition, in the machine's byte order, keeping the carries: the
+/// ones'-complement sum does not depend on how the words are grouped (2^16
+/// is 1 modulo 2^16 - 1), and summing byte-swapped words gives the
+/// byte-swapped sum (RFC 1071, 2(B)), swapped back at the end.
+pub fn ones_sum(acc: u32, data: &[u8]) -> u32 {
+    let (mut sum, mut carries) = (0u64, 0u64);
+    let mut add = |v: u64| {
+        let (s, c) = sum.overflowing_add(v);
+        sum = s;
+        carries += u64::from(c);
+    };
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        add(u64::from_ne_bytes([
+            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
+        ]));
     }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    add(u64::from_ne_bytes(last));
+    // Fold the 64-bit sum and its carries to 16 bits, still in machine order.
+    let mut folded = u128::from(sum) + u128::from(carries);
+    while folded > 0xffff {
+        folded = (folded & 0xffff) + (folded >> 16);
     }
-    acc
+    let data_sum = u16::from_be(folded as u16);
+    let mut total = u64::from(acc) + u64::from(data_sum);
+    while total > 0xffff {
+        total = (total & 0xffff) + (total >> 16);
+    }
+    total as u32
+}
+
+/// Whether the TCP checksum of `tcp` (header and payload) from `src` to
+/// `dst` is right: the sum over the pseudo-header and the segment, its own
+/// checksum included, is all ones.
+fn tcp_checksum_ok(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> bool {
+    let Ok(len) = u32::try_from(tcp.len()) else {
+        return false;
+    };
+    let addrs = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ones_sum(ones_sum(0, &s.octets()), &d.octets()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ones_sum(ones_sum(0, &s.octets()), &d.octets()),
+        _ => return false,
+    };
+    // The length goes in as 32 bits (IPv6) or 16 (IPv4): the same sum.
+    let pseudo = addrs + 6 + (len >> 16) + (len & 0xffff);
+    fold(ones_sum(pseudo, tcp)) == 0xffff
 }
 
 /// Folds a ones'-complement sum into 16 bits (not inverted).
@@ -446,5 +483,66 @@ mod tests {
     fn sequence_comparison_wraps() {
         assert!(seq_after(5, u32::MAX - 5));
         assert!(!seq_after(u32::MAX - 5, 5));
+    }
+
+    /// The eight-bytes-at-a-time sum is the RFC 1071 sum of 16-bit words,
+    /// for every length and every starting sum.
+    #[test]
+    fn ones_sum_matches_the_word_by_word_definition() {
+        fn reference(acc: u32, data: &[u8]) -> u16 {
+            let mut sum = acc;
+            for c in data.chunks(2) {
+                sum += u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0));
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            fold(sum)
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let data: Vec<u8> = (0..300)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for len in 0..data.len() {
+            for acc in [0, 1, 0xffff, 0x1_fffe] {
+                let d = &data[..len];
+                assert_eq!(fold(ones_sum(acc, d)), reference(acc, d), "len {len}");
+            }
+        }
+        assert_eq!(fold(ones_sum(0, &[0xff; 64])), 0xffff);
+    }
+
+    /// Our verification agrees with etherparse's checksums, both families,
+    /// odd lengths included.
+    #[test]
+    fn tcp_checksums_verify_over_both_families() {
+        for len in [0, 1, 7, 1400] {
+            let payload = vec![0xa5; len];
+            let mut v4 = Vec::new();
+            PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(40000, 80, 7, 1000)
+                .write(&mut v4, &payload)
+                .unwrap();
+            let mut v6 = Vec::new();
+            PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64)
+                .tcp(40000, 80, 7, 1000)
+                .write(&mut v6, &payload)
+                .unwrap();
+            let (s4, d4) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+            let (s6, d6) = (IpAddr::from([0xfd; 16]), IpAddr::from([0xfe; 16]));
+            assert!(tcp_checksum_ok(s4, d4, &v4[20..]), "v4 {len}");
+            assert!(tcp_checksum_ok(s6, d6, &v6[40..]), "v6 {len}");
+            let elsewhere = IpAddr::from([10, 0, 0, 3]);
+            assert!(
+                !tcp_checksum_ok(s4, elsewhere, &v4[20..]),
+                "v4 {len} to another address"
+            );
+            let last = v4.len() - 1;
+            v4[last] ^= 1;
+            assert!(!tcp_checksum_ok(s4, d4, &v4[20..]), "v4 {len} corrupted");
+        }
     }
 }
