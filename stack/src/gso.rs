@@ -22,7 +22,7 @@
 //! into MTU-sized segments, with the checksum left for us to complete.
 //! [`received`] completes it; the merged packet then stays one segment: the
 //! engine takes a segment of any length that fits its window, so one pass
-//! through the demux and the engine stands for up to 44 segments.
+//! through the demux and the engine stands for dozens of segments.
 
 use crate::segment::{fold, ones_sum};
 
@@ -164,7 +164,9 @@ pub fn received(hdr: &[u8; VNET_HDR_LEN], packet: &mut [u8]) -> bool {
             Some(4) if (20..=MAX_MERGED).contains(&len) => {
                 packet[2..4].copy_from_slice(&(len as u16).to_be_bytes());
                 let ihl = usize::from(packet[0] & 0xf) * 4;
-                if let Some(h) = packet.get_mut(..ihl) {
+                if ihl >= 20
+                    && let Some(h) = packet.get_mut(..ihl)
+                {
                     h[10..12].fill(0);
                     let sum = !fold(ones_sum(0, h));
                     h[10..12].copy_from_slice(&sum.to_be_bytes());
@@ -179,7 +181,11 @@ pub fn received(hdr: &[u8; VNET_HDR_LEN], packet: &mut [u8]) -> bool {
     if hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
         let (start, at) = (field(6), field(6) + field(8));
         if at + 2 <= packet.len() {
-            let sum = !fold(ones_sum(0, &packet[start..]));
+            let mut sum = !fold(ones_sum(0, &packet[start..]));
+            // A UDP checksum (at offset 6) of 0 means "none": send all ones.
+            if sum == 0 && field(8) == 6 {
+                sum = 0xffff;
+            }
             packet[at..at + 2].copy_from_slice(&sum.to_be_bytes());
         }
     }

@@ -116,12 +116,21 @@ struct Conn {
     snd_nxt: Option<u32>,
     /// In the current batch's list of connections to send from.
     egress_pending: bool,
+    /// Bytes the application has read (wrapping; see `RecvWindow`).
+    read_total: u32,
 }
 
 impl Conn {
     fn socket(&mut self) -> Option<&mut tcp::Socket<'static>> {
         let h = self.handle;
         self.sockets.as_mut().map(|s| s.get_mut::<tcp::Socket>(h))
+    }
+
+    /// Bytes read by the application plus those waiting to be (wrapping):
+    /// how far the engine's next expected byte has moved.
+    fn consumed(&mut self) -> u32 {
+        let waiting = self.socket().map_or(0, |s| s.recv_queue());
+        self.read_total.wrapping_add(waiting as u32)
     }
 }
 
@@ -507,6 +516,7 @@ impl NetStack {
                 window: RecvWindow::default(),
                 snd_nxt: None,
                 egress_pending: false,
+                read_total: 0,
             },
         );
         if let Some(l) = self.listeners.get_mut(listener_id) {
@@ -568,12 +578,15 @@ impl NetStack {
         if conn.orphaned_at.is_some() && seg.ack && !seg.rst {
             conn.orphaned_at = Some(now);
         }
-        if seg.syn {
+        if seg.syn && seg.ack && conn.state == TcpState::SynSent {
             conn.window.peer_syn(seg);
         }
         let challenge = challenge(conn, seg);
-        let past_edge = match synchronized(conn.state) {
-            true => conn.window.ack_past_edge(seg, packet),
+        let past_edge = match synchronized(conn.state) && challenge.is_none() {
+            true => {
+                let consumed = conn.consumed();
+                conn.window.ack_past_edge(seg, packet, consumed)
+            }
             false => None,
         };
         let Some(sockets) = conn.sockets.as_mut() else {
@@ -773,7 +786,8 @@ impl NetStack {
                 if let (Some(f), Some(c)) = (flags, self.conns.get_mut(&id))
                     && !f.rst
                 {
-                    c.window.sent(&f);
+                    let consumed = c.consumed();
+                    c.window.sent(&f, consumed);
                     let ahead = c
                         .snd_nxt
                         .is_none_or(|n| (f.seq_end.wrapping_sub(n) as i32) > 0);
@@ -1332,6 +1346,7 @@ impl NetStack {
                 window: RecvWindow::default(),
                 snd_nxt: None,
                 egress_pending: false,
+                read_total: 0,
             },
         );
         self.stats.sockets_created += 1;
@@ -1391,6 +1406,7 @@ impl NetStack {
         };
         if socket.can_recv() {
             let n = socket.recv_slice(buf).unwrap_or(0);
+            conn.read_total = conn.read_total.wrapping_add(n as u32);
             self.settle(now, id);
             return Ok(n);
         }

@@ -31,6 +31,8 @@ pub struct Segment {
     pub fin: bool,
     pub rst: bool,
     pub payload_len: usize,
+    /// The window field, as sent.
+    pub window: u16,
     /// Options, parsed only for SYN segments (what the event log reports).
     pub options: SynOptions,
     /// The TSval of the timestamp option, on any segment.
@@ -195,6 +197,7 @@ pub fn classify(packet: &[u8], local: Local) -> Inbound {
         fin: tcp.fin(),
         rst: tcp.rst(),
         payload_len: tcp.payload().len(),
+        window: tcp.window_size(),
         options: if tcp.syn() {
             options
         } else {

@@ -112,6 +112,7 @@ mod tests {
             fin: false,
             rst: false,
             payload_len: 0,
+            window: 64240,
             options: SynOptions::default(),
             tsval: None,
         }

@@ -33,38 +33,53 @@ use crate::segment::{Outbound, Segment, fill_checksums};
 /// What the stack last advertised to one peer.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RecvWindow {
-    /// The scale of the window we advertise, once the handshake set it.
-    shift: u8,
-    /// What our last segment acknowledged (the next byte we expect), and the
-    /// edge of the window it advertised.
+    /// The window scale we offered, and whether the peer offered one too
+    /// (without, neither side scales).
+    offered: u8,
+    peer_scales: bool,
+    /// What our last segment acknowledged, and the edge of the window it
+    /// advertised.
     rcv_nxt: Option<u32>,
     edge: Option<u32>,
+    /// `rcv_nxt` less the bytes the application had read or had waiting when
+    /// we sent it. Adding the current figure gives the engine's next
+    /// expected byte, also while an ACK is delayed.
+    origin: Option<u32>,
+    /// The peer's acknowledgement and window the engine last read.
+    peer: Option<(u32, u16)>,
 }
 
 impl RecvWindow {
-    /// Follows a segment the stack sent (not a reset).
-    pub fn sent(&mut self, f: &Outbound) {
+    /// Follows a segment the stack sent (not a reset). `consumed` counts
+    /// (wrapping) the bytes the application has read from the connection
+    /// plus those waiting in its receive buffer.
+    pub fn sent(&mut self, f: &Outbound, consumed: u32) {
         if f.syn {
-            // The window of a SYN is never scaled; the scale it offers is
-            // ours if the peer's SYN offers one too (see `peer_syn`).
-            self.shift = f.window_scale.unwrap_or(0);
+            self.offered = f.window_scale.unwrap_or(0);
+            if f.ack {
+                // Our SYN-ACK offers a scale only if the peer's SYN did.
+                self.peer_scales = f.window_scale.is_some();
+            }
         }
         if f.ack {
+            // The window of a SYN is never scaled.
             let window = match f.syn {
                 true => u32::from(f.window),
-                false => u32::from(f.window) << self.shift,
+                false => u32::from(f.window) << self.shift(),
             };
             self.rcv_nxt = Some(f.ack_number);
             self.edge = Some(f.ack_number.wrapping_add(window));
+            self.origin = Some(f.ack_number.wrapping_sub(consumed));
         }
     }
 
-    /// Follows the peer's SYN-ACK to our SYN: without a window scale option
-    /// of its own, ours is not used either.
+    /// Follows the peer's SYN-ACK to our SYN: whether it scales its window.
     pub fn peer_syn(&mut self, seg: &Segment) {
-        if seg.syn && seg.options.window_scale.is_none() {
-            self.shift = 0;
-        }
+        self.peer_scales = seg.options.window_scale.is_some();
+    }
+
+    fn shift(&self) -> u8 {
+        if self.peer_scales { self.offered } else { 0 }
     }
 
     /// The next sequence number our last segment acknowledged.
@@ -75,15 +90,24 @@ impl RecvWindow {
     /// For a segment of a synchronized connection that smoltcp would refuse
     /// without reading its acknowledgement, although the peer sent it within
     /// what we advertised (see the module documentation): the same segment
-    /// as a pure ACK at the next expected sequence number.
-    pub fn ack_past_edge(&self, seg: &Segment, packet: &[u8]) -> Option<Vec<u8>> {
+    /// as a pure ACK at the engine's next expected sequence number.
+    /// `consumed` is as for [`RecvWindow::sent`].
+    pub fn ack_past_edge(
+        &mut self,
+        seg: &Segment,
+        packet: &[u8],
+        consumed: u32,
+    ) -> Option<Vec<u8>> {
         if !seg.ack || seg.syn || seg.rst {
             return None;
         }
-        let (rcv_nxt, edge) = (self.rcv_nxt?, self.edge?);
-        let window = i64::from((edge.wrapping_sub(rcv_nxt) as i32).max(0));
-        let past = i64::from(seg.seq.wrapping_sub(rcv_nxt) as i32);
-        if past < 0 || past >= window + (1 << self.shift) {
+        let (origin, edge) = (self.origin?, self.edge?);
+        // smoltcp's window: from the byte it expects next to the edge it
+        // last advertised.
+        let start = origin.wrapping_add(consumed);
+        let window = i64::from((edge.wrapping_sub(start) as i32).max(0));
+        let past = i64::from(seg.seq.wrapping_sub(start) as i32);
+        if past < 0 {
             return None;
         }
         let refused = match seg.payload_len {
@@ -91,10 +115,22 @@ impl RecvWindow {
             0 => past >= window,
             _ => window == 0 || past >= window,
         };
+        let ack = (seg.ack_number, seg.window);
         if !refused {
+            self.peer = Some(ack);
             return None;
         }
-        pure_ack(packet, rcv_nxt)
+        if past >= window + (1 << self.shift()) {
+            return None;
+        }
+        // A segment with data is no duplicate ACK to Linux; made into a pure
+        // ACK that tells smoltcp nothing new, it would count as one (three
+        // start a fast retransmit).
+        if seg.payload_len > 0 && self.peer == Some(ack) {
+            return None;
+        }
+        self.peer = Some(ack);
+        pure_ack(packet, start)
     }
 }
 
@@ -161,20 +197,23 @@ mod tests {
             window: 64240,
             window_scale: Some(3),
         };
-        w.sent(&syn(500));
-        w.sent(&Outbound {
-            syn: false,
-            window,
-            ..syn(1000)
-        });
+        w.sent(&syn(500), 0);
+        w.sent(
+            &Outbound {
+                syn: false,
+                window,
+                ..syn(1000)
+            },
+            0,
+        );
         w
     }
 
     #[test]
     fn an_ack_just_past_a_zero_window_is_read_at_the_next_expected_number() {
-        let w = advertised(0);
+        let mut w = advertised(0);
         let (seg, packet) = inbound(1004, &[], false);
-        let ack = w.ack_past_edge(&seg, &packet).expect("a pure ACK");
+        let ack = w.ack_past_edge(&seg, &packet, 0).expect("a pure ACK");
         let Inbound::Tcp(a) = classify(&ack, local()) else {
             panic!("checksums must be right");
         };
@@ -183,32 +222,50 @@ mod tests {
 
     #[test]
     fn data_into_a_zero_window_gives_its_ack_without_data_or_fin() {
-        let w = advertised(0);
+        let mut w = advertised(0);
         let (seg, packet) = inbound(1000, b"late", true);
-        let ack = w.ack_past_edge(&seg, &packet).expect("a pure ACK");
+        let ack = w.ack_past_edge(&seg, &packet, 0).expect("a pure ACK");
         let Inbound::Tcp(a) = classify(&ack, local()) else {
             panic!("checksums must be right");
         };
         assert_eq!((a.seq, a.payload_len, a.fin), (1000, 0, false));
+        // Its retransmission carries the same acknowledgement: nothing new,
+        // and as a pure ACK it would pass for a duplicate.
+        assert_eq!(w.ack_past_edge(&seg, &packet, 0), None);
+    }
+
+    #[test]
+    fn the_edge_counts_from_what_the_engine_took_since_our_last_ack() {
+        // 2 units (16 bytes) advertised at 1000; 12 bytes arrived since,
+        // not yet acknowledged: the engine expects 1012, its window is 4.
+        let mut w = advertised(2);
+        let (seg, p) = inbound(1016, &[], false);
+        let ack = w.ack_past_edge(&seg, &p, 12).expect("a pure ACK");
+        let Inbound::Tcp(a) = classify(&ack, local()) else {
+            panic!("checksums must be right");
+        };
+        assert_eq!(a.seq, 1012);
+        let (seg, p) = inbound(1014, &[], false);
+        assert_eq!(w.ack_past_edge(&seg, &p, 12), None, "inside the window");
     }
 
     #[test]
     fn what_smoltcp_accepts_or_rounding_cannot_explain_is_left_alone() {
-        let w = advertised(0);
+        let mut w = advertised(0);
         // At the edge exactly: accepted as it is.
         let (seg, p) = inbound(1000, &[], false);
-        assert_eq!(w.ack_past_edge(&seg, &p), None);
+        assert_eq!(w.ack_past_edge(&seg, &p, 0), None);
         // More than one unit (8 bytes) past, or before: not the peer's
         // honest next number.
         for seq in [1008, 999, 0x8000_0000] {
             let (seg, p) = inbound(seq, &[], false);
-            assert_eq!(w.ack_past_edge(&seg, &p), None, "seq {seq}");
+            assert_eq!(w.ack_past_edge(&seg, &p, 0), None, "seq {seq}");
         }
         // An open window of 2 units takes 1000..1016; 1016..1023 are past it.
-        let w = advertised(2);
+        let mut w = advertised(2);
         for (seq, expect) in [(1010, false), (1016, true), (1023, true), (1024, false)] {
             let (seg, p) = inbound(seq, &[], false);
-            assert_eq!(w.ack_past_edge(&seg, &p).is_some(), expect, "seq {seq}");
+            assert_eq!(w.ack_past_edge(&seg, &p, 0).is_some(), expect, "seq {seq}");
         }
     }
 }

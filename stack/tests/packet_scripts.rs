@@ -1372,6 +1372,26 @@ fn an_ack_just_past_a_window_rounded_to_zero_is_read() {
     assert_eq!(send_queue(&mut lab, id), 5);
 }
 
+/// The same within one batch, as the runtime reads a burst: the client's
+/// last bytes arrive and are taken (their ACK waits for the batch's end),
+/// then its ACK from just past the edge. The pure ACK made for the engine
+/// starts at the byte the engine expects now, not at our last ACK.
+#[test]
+fn an_ack_past_the_edge_in_the_same_batch_as_the_data_before_it_is_read() {
+    let (mut lab, mut c, id) = nearly_full_window();
+    // Read 4 bytes: the window reopens by one unit (8 bytes).
+    let mut buf = [0u8; 4];
+    assert_eq!(lab.stack.recv(lab.now, id, &mut buf).unwrap(), 4);
+    lab.settle();
+    while lab.recv().is_some() {}
+    lab.stack.begin_batch();
+    lab.send(c.data(b"1234"));
+    let ack = c.ack.wrapping_add(5);
+    lab.send(c.build(|b| b.ack(ack), c.seq.wrapping_add(4), &[]));
+    lab.stack.end_batch(lab.now);
+    assert_eq!(send_queue(&mut lab, id), 0, "the reply is acknowledged");
+}
+
 /// RFC 9293 3.10.7.4: with a zero window, data cannot be taken, but the
 /// acknowledgement it carries is.
 #[test]
