@@ -32,12 +32,12 @@
 //! group's port fails, and so does `listen_reuse` on a plain listener's port.
 //! Removing a member resets the connections queued on it; the others carry on.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use smoltcp::time::Instant;
 
-use crate::quad::{Quad, SocketId};
+use crate::quad::{IdMap, Quad, SocketId};
 use crate::reuseport::PortGroups;
 
 /// Why `listen` failed.
@@ -138,7 +138,7 @@ impl Listener {
 /// Every listener, by id and by port.
 #[derive(Debug)]
 pub struct Listeners {
-    by_id: HashMap<SocketId, Listener>,
+    by_id: IdMap<SocketId, Listener>,
     ports: PortGroups,
 }
 
@@ -146,7 +146,7 @@ impl Listeners {
     /// `seed` keys the hash that spreads connections over a group.
     pub fn new(seed: u64) -> Listeners {
         Listeners {
-            by_id: HashMap::new(),
+            by_id: IdMap::default(),
             ports: PortGroups::new((seed.rotate_left(17) ^ 0x5eed, seed ^ 0x7e57)),
         }
     }
@@ -227,7 +227,7 @@ mod tests {
         for id in 1..=4 {
             ls.add(listener(id, true)).unwrap();
         }
-        let mut counts = HashMap::new();
+        let mut counts = std::collections::HashMap::new();
         for p in 40000..40400 {
             let m = ls.pick(&quad(p)).unwrap();
             assert_eq!(ls.pick(&quad(p)), Some(m), "sticky");

@@ -35,7 +35,7 @@
 //! * SYN-RECEIVED expires on our own timer (`NetConfig::syn_timeout`) and the
 //!   socket is freed without a reset.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
@@ -52,7 +52,7 @@ use crate::engine::Engine;
 use crate::event::{Closer, DropReason, Event, RateLimiter, Record, RstReason, SynDropReason};
 use crate::listener::{Listener, Listeners};
 use crate::ports::{PortChooser, Purpose, Rejection};
-use crate::quad::{Quad, SocketId};
+use crate::quad::{IdMap, Quad, SocketId};
 use crate::segment::{self, Inbound, Segment};
 use crate::story::{Stories, Story};
 use crate::timers::Timers;
@@ -138,7 +138,7 @@ impl Conn {
 pub struct NetStack {
     cfg: NetConfig,
     engine: Engine,
-    conns: HashMap<SocketId, Conn>,
+    conns: IdMap<SocketId, Conn>,
     demux: Demux,
     listeners: Listeners,
     timers: Timers<TimerKey>,
@@ -193,7 +193,7 @@ impl NetStack {
             udp: Udp::new(cfg.seed, now),
             cfg,
             engine,
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             demux: Demux::default(),
             listeners,
             timers: Timers::default(),

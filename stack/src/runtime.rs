@@ -29,6 +29,7 @@ use crate::event::Record;
 use crate::faults::{FaultConfig, Faults};
 use crate::netstack::{Captured, NetStack, Ready};
 use crate::pcap::PcapWriter;
+use crate::quad::IdMap;
 
 /// The stack's clock: Unix time (so events line up with packet captures),
 /// advancing monotonically from the moment the stack started.
@@ -138,10 +139,10 @@ impl PollerState {
 /// Everything behind the lock.
 pub struct Inner {
     pub net: NetStack,
-    waiters: HashMap<Ready, Arc<Condvar>>,
+    waiters: IdMap<Ready, Arc<Condvar>>,
     pub pollers: HashMap<u64, PollerState>,
     /// Which pollers (and under which token) watch each socket.
-    watches: HashMap<Ready, Vec<(u64, usize)>>,
+    watches: IdMap<Ready, Vec<(u64, usize)>>,
     next_poller: u64,
     /// Set when shutdown begins; the deadline for peers to finish closing.
     stopping: Option<Instant>,
@@ -262,9 +263,9 @@ impl Shared {
         Ok(Shared {
             inner: Mutex::new(Inner {
                 net,
-                waiters: HashMap::new(),
+                waiters: IdMap::default(),
                 pollers: HashMap::new(),
-                watches: HashMap::new(),
+                watches: IdMap::default(),
                 next_poller: 0,
                 stopping: None,
                 open_at_stop: 0,

@@ -10,12 +10,12 @@
 //! looked at. Everything is bounded: a story holds at most
 //! [`MAX_SEGMENTS`] segments and [`MAX_EVENTS`] events.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use smoltcp::time::Instant;
 
 use crate::event::SynOptions;
-use crate::quad::{Quad, SocketId};
+use crate::quad::{IdMap, Quad, SocketId};
 use crate::segment::Segment;
 
 pub const MAX_SEGMENTS: usize = 32;
@@ -160,7 +160,7 @@ impl Story {
 /// Every live story, and the most recent finished ones.
 #[derive(Debug, Default)]
 pub struct Stories {
-    live: HashMap<SocketId, Story>,
+    live: IdMap<SocketId, Story>,
     finished: VecDeque<Story>,
 }
 

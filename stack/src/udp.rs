@@ -26,7 +26,7 @@ use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 
 use crate::listener::ListenError;
-use crate::quad::{Quad, SocketId};
+use crate::quad::{IdMap, Quad, SocketId};
 use crate::reuseport::PortGroups;
 
 /// ICMP port unreachable messages per second, at most.
@@ -68,7 +68,7 @@ impl UdpSock {
 
 /// Every UDP socket, by id and by port.
 pub struct Udp {
-    socks: HashMap<SocketId, UdpSock>,
+    socks: IdMap<SocketId, UdpSock>,
     ports: PortGroups,
     /// Connected sockets by (local port, peer) — checked first.
     connected: HashMap<(u16, SocketAddr), SocketId>,
@@ -80,7 +80,7 @@ pub struct Udp {
 impl Udp {
     pub fn new(seed: u64, now: Instant) -> Udp {
         Udp {
-            socks: HashMap::new(),
+            socks: IdMap::default(),
             ports: PortGroups::new((seed.rotate_left(29) ^ 0x0d9, seed ^ 0x7)),
             connected: HashMap::new(),
             tokens: f64::from(UNREACHABLE_PER_SECOND),
