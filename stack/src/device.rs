@@ -175,10 +175,11 @@ impl TunDevice {
         self.host_addr
     }
 
-    /// Reads one packet; `WouldBlock` when none is waiting.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads one packet; `WouldBlock` when none is waiting. With it, whether
+    /// its TCP or UDP checksum was computed here (see [`gso::received`]).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         match &self.fd {
-            Descriptor::Plain(iface) => iface.recv(buf),
+            Descriptor::Plain(iface) => Ok((iface.recv(buf)?, false)),
             Descriptor::Vnet { fd, .. } => {
                 // Up to 64 KiB of one connection's segments, merged, with a
                 // partial checksum (see `gso`): `buf` must hold 64 KiB and
@@ -186,8 +187,8 @@ impl TunDevice {
                 let mut hdr = gso::PLAIN_HDR;
                 let n = readv2(fd.as_raw_fd(), &mut hdr, buf)?;
                 let n = n.saturating_sub(gso::VNET_HDR_LEN).min(buf.len());
-                gso::received(&hdr, &mut buf[..n]);
-                Ok(n)
+                let ours = gso::received(&hdr, &mut buf[..n]);
+                Ok((n, ours))
             }
         }
     }

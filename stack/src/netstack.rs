@@ -317,18 +317,29 @@ impl NetStack {
 
     /// A packet arrived from the device.
     pub fn receive(&mut self, now: Instant, packet: &[u8]) {
+        self.receive_with(now, packet, true);
+    }
+
+    /// [`NetStack::receive`] for a packet whose TCP checksum the caller has
+    /// just computed itself (the kernel's partial checksums, completed by
+    /// `gso::received`): it is not verified again.
+    pub fn receive_checksummed(&mut self, now: Instant, packet: &[u8]) {
+        self.receive_with(now, packet, false);
+    }
+
+    fn receive_with(&mut self, now: Instant, packet: &[u8], verify: bool) {
         self.stats.packets_in += 1;
         self.current_frame = self.capture_packet(now, true, packet);
-        self.classify_and_handle(now, packet);
+        self.classify_and_handle(now, packet, verify);
         self.current_frame = None;
     }
 
-    fn classify_and_handle(&mut self, now: Instant, packet: &[u8]) {
+    fn classify_and_handle(&mut self, now: Instant, packet: &[u8], verify: bool) {
         let local = segment::Local {
             v4: self.cfg.addr,
             v6: self.cfg.addr6,
         };
-        match segment::classify(packet, local) {
+        match segment::classify_with(packet, local, verify) {
             Inbound::Drop(reason) => {
                 self.stats.packets_dropped += 1;
                 if reason == DropReason::Fragment {

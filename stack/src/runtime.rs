@@ -475,7 +475,8 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
             g.net.begin_batch();
             for _ in 0..READ_BATCH {
                 match device.recv(&mut buf) {
-                    Ok(n) => match lossy.as_mut() {
+                    Ok((n, checksummed)) => match lossy.as_mut() {
+                        None if checksummed => g.net.receive_checksummed(now, &buf[..n]),
                         None => g.net.receive(now, &buf[..n]),
                         Some((rx, _)) => rx.apply(buf[..n].to_vec(), &mut batch),
                     },
