@@ -211,10 +211,12 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=16384))]
     pub buffer: Option<u32>,
 
-    /// Segmentation offload: open the TUN device with a virtio-net header
-    /// and write runs of one connection's segments as one large packet (the
-    /// kernel takes it like a GRO-merged one). Faster bulk transfers; a
-    /// capture (--pcap) still shows the segments as the stack made them.
+    /// Segmentation offload both ways: open the TUN device with a
+    /// virtio-net header, write runs of one connection's segments as one
+    /// large packet (the kernel takes it like a GRO-merged one), and take the
+    /// kernel's up-to-64-KiB packets (TSO) as one segment each. Faster bulk
+    /// transfers; a capture (--pcap) shows the stack's own segments as it
+    /// made them, and the kernel's merged packets as they arrived.
     #[arg(long)]
     pub offload: bool,
 

@@ -130,31 +130,13 @@ impl TunDevice {
             host_addr: dev.host_addr,
         };
         tun.configure(dev, net)?;
-        if let Descriptor::Vnet { fd, .. } = &tun.fd {
-            let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
-            // SAFETY: TUNSETOFFLOAD takes its flags by value.
-            if unsafe {
-                libc::ioctl(
-                    fd.as_raw_fd(),
-                    libc::TUNSETOFFLOAD,
-                    offloads as libc::c_ulong,
-                )
-            } < 0
-            {
-                return Err(DeviceError::Io {
-                    doing: "enabling checksum and segmentation offload (TUNSETOFFLOAD)",
-                    err: io::Error::last_os_error(),
-                });
-            }
+        // Our own descriptor is opened non-blocking (see `open_vnet`).
+        if let Descriptor::Plain(iface) = &tun.fd {
+            iface.set_non_blocking().map_err(|err| DeviceError::Io {
+                doing: "making the TUN device non-blocking",
+                err,
+            })?;
         }
-        let nonblocking = match &tun.fd {
-            Descriptor::Plain(iface) => iface.set_non_blocking(),
-            Descriptor::Vnet { fd, .. } => set_nonblocking(fd.as_raw_fd()),
-        };
-        nonblocking.map_err(|err| DeviceError::Io {
-            doing: "making the TUN device non-blocking",
-            err,
-        })?;
         Ok(tun)
     }
 
@@ -164,11 +146,6 @@ impl TunDevice {
             Descriptor::Plain(iface) => iface.name(),
             Descriptor::Vnet { name, .. } => name,
         }
-    }
-
-    /// Whether the device takes merged segments (`--offload`).
-    pub fn offloads(&self) -> bool {
-        matches!(self.fd, Descriptor::Vnet { .. })
     }
 
     pub fn host_addr(&self) -> Ipv4Addr {
@@ -190,14 +167,6 @@ impl TunDevice {
                 let ours = gso::received(&hdr, &mut buf[..n]);
                 Ok((n, ours))
             }
-        }
-    }
-
-    /// Writes one packet.
-    pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        match &self.fd {
-            Descriptor::Plain(iface) => iface.send(packet),
-            Descriptor::Vnet { fd, .. } => writev2(fd.as_raw_fd(), &gso::PLAIN_HDR, packet),
         }
     }
 
@@ -292,11 +261,17 @@ fn io_err(doing: &'static str, err: io::Error) -> DeviceError {
     }
 }
 
-/// Creates the device ourselves, with `IFF_VNET_HDR` (tun-tap cannot).
+/// Creates the device ourselves, non-blocking, with `IFF_VNET_HDR` and the
+/// kernel's offloads towards us turned on (tun-tap can do neither).
 fn open_vnet(name: &str) -> Result<Descriptor, DeviceError> {
     let path = CString::new("/dev/net/tun").map_err(|_| DeviceError::NoTunDevice)?;
     // SAFETY: a valid C string and flags; the result is checked.
-    let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    let raw = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
     if raw < 0 {
         return Err(open_error(io::Error::last_os_error(), name));
     }
@@ -309,6 +284,21 @@ fn open_vnet(name: &str) -> Result<Descriptor, DeviceError> {
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
         return Err(open_error(io::Error::last_os_error(), name));
     }
+    let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+    // SAFETY: TUNSETOFFLOAD takes its flags by value.
+    if unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            offloads as libc::c_ulong,
+        )
+    } < 0
+    {
+        return Err(DeviceError::Io {
+            doing: "enabling checksum and segmentation offload (TUNSETOFFLOAD)",
+            err: io::Error::last_os_error(),
+        });
+    }
     let given: Vec<u8> = req
         .ifr_name
         .iter()
@@ -319,17 +309,6 @@ fn open_vnet(name: &str) -> Result<Descriptor, DeviceError> {
         fd,
         name: String::from_utf8_lossy(&given).into_owned(),
     })
-}
-
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own; results are checked.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// One `writev` of a virtio-net header and a packet.

@@ -24,7 +24,7 @@
 //! engine takes a segment of any length that fits its window, so one pass
 //! through the demux and the engine stands for dozens of segments.
 
-use crate::segment::{fold, ones_sum};
+use crate::segment::{fold, ones_sum, write_checksum};
 
 /// The size of `struct virtio_net_hdr` (without `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;
@@ -173,9 +173,7 @@ pub fn received(hdr: &[u8; VNET_HDR_LEN], packet: &mut [u8]) -> bool {
                 if ihl >= 20
                     && let Some(h) = packet.get_mut(..ihl)
                 {
-                    h[10..12].fill(0);
-                    let sum = !fold(ones_sum(0, h));
-                    h[10..12].copy_from_slice(&sum.to_be_bytes());
+                    write_checksum(h, 10, 0, false);
                 }
             }
             Some(6) if len >= 40 && len - 40 <= MAX_MERGED => {
@@ -188,12 +186,10 @@ pub fn received(hdr: &[u8; VNET_HDR_LEN], packet: &mut [u8]) -> bool {
         let (start, at) = (field(6), field(6) + field(8));
         if at + 2 <= packet.len() {
             tcp_checksummed = field(8) == 16 && Some(start) == tcp_start(packet);
-            let mut sum = !fold(ones_sum(0, &packet[start..]));
-            // A UDP checksum (at offset 6) of 0 means "none": send all ones.
-            if sum == 0 && field(8) == 6 {
-                sum = 0xffff;
-            }
-            packet[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+            // The field holds the pseudo-header sum; a UDP checksum sits at
+            // offset 6.
+            let pseudo = u16::from_be_bytes([packet[at], packet[at + 1]]);
+            write_checksum(&mut packet[start..], field(8), pseudo.into(), field(8) == 6);
         }
     }
     tcp_checksummed
@@ -223,9 +219,7 @@ fn merge(run: &[Vec<u8>], mss: usize, total: usize) -> Write {
     }
     // IP: total length, header checksum.
     packet[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    packet[10..12].fill(0);
-    let ip_sum = !fold(ones_sum(0, &packet[..ip_hl]));
-    packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    write_checksum(&mut packet[..ip_hl], 10, 0, false);
     // TCP: PSH if any had it; the checksum field holds the pseudo-header
     // sum for the kernel to complete.
     packet[ip_hl + 13] |= psh;

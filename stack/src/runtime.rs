@@ -149,7 +149,7 @@ pub struct Inner {
     /// Connections open when shutdown began.
     open_at_stop: usize,
     pub stopped: bool,
-    /// Reused by application threads to pass on readiness.
+    /// Reused to pass on readiness (see `take_output`).
     ready_scratch: Vec<Ready>,
 }
 
@@ -167,6 +167,21 @@ impl Inner {
                 p.registered.remove(&token);
             }
         }
+    }
+
+    /// Moves what the core queued out of it: its packets into `out`, and
+    /// the condition variables of the threads its changes concern into
+    /// `notify` (see [`Inner::wake`]).
+    fn take_output(&mut self, out: &mut Vec<Vec<u8>>, notify: &mut Vec<Arc<Condvar>>) {
+        while let Some(p) = self.net.take_transmit() {
+            out.push(p);
+        }
+        let mut ready = std::mem::take(&mut self.ready_scratch);
+        self.net.drain_ready(&mut ready);
+        for r in ready.drain(..) {
+            self.wake(r, notify);
+        }
+        self.ready_scratch = ready;
     }
 
     /// Finds whoever waits on `r` (its own blocked thread, and the pollers
@@ -304,15 +319,7 @@ impl Shared {
         if self.direct.is_none() {
             return true;
         }
-        while let Some(p) = g.net.take_transmit() {
-            out.push(p);
-        }
-        let mut ready = std::mem::take(&mut g.ready_scratch);
-        g.net.drain_ready(&mut ready);
-        for r in ready.drain(..) {
-            g.wake(r, notify);
-        }
-        g.ready_scratch = ready;
+        g.take_output(out, notify);
         let earlier_timer = g
             .net
             .poll_at()
@@ -435,7 +442,6 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut records = Vec::new();
     let mut captured = Vec::new();
-    let mut ready = Vec::new();
     let mut notify = Vec::new();
     loop {
         let timeout_ms = {
@@ -500,22 +506,16 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
                 }
                 _ => false,
             };
-            while let Some(p) = g.net.take_transmit() {
-                match lossy.as_mut() {
-                    None => out.push(p),
-                    Some((_, tx)) => tx.apply(p, &mut out),
-                }
-            }
+            g.take_output(&mut out, &mut notify);
             if let Some((_, tx)) = lossy.as_mut() {
+                for p in std::mem::take(&mut out) {
+                    tx.apply(p, &mut out);
+                }
                 tx.release(&mut out);
             }
             device.send_all(&mut out);
             g.net.drain_events(&mut records);
             g.net.take_capture(&mut captured);
-            g.net.drain_ready(&mut ready);
-            for r in ready.drain(..) {
-                g.wake(r, &mut notify);
-            }
             done
         };
         for cv in notify.drain(..) {

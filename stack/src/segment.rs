@@ -363,8 +363,9 @@ pub fn fold(mut acc: u32) -> u16 {
 }
 
 /// Writes the checksum of `region` (which includes its own checksum field at
-/// `at`) given the pseudo-header sum.
-fn write_checksum(region: &mut [u8], at: usize, pseudo: u32, udp: bool) {
+/// `at`) given the pseudo-header sum; a UDP checksum of 0 is sent as all
+/// ones (0 means "none").
+pub fn write_checksum(region: &mut [u8], at: usize, pseudo: u32, udp: bool) {
     if region.len() < at + 2 {
         return;
     }
