@@ -184,6 +184,14 @@ mod tests {
         (seg, p)
     }
 
+    /// The synthesized ACK as our layer reads it: its checksums must be right.
+    fn accepted(ack: &[u8]) -> Segment {
+        let Inbound::Tcp(a) = classify(ack, local()) else {
+            panic!("checksums must be right");
+        };
+        a
+    }
+
     /// The stack acknowledged 1000 and advertised `window` units of 8 bytes.
     fn advertised(window: u16) -> RecvWindow {
         let mut w = RecvWindow::default();
@@ -214,9 +222,7 @@ mod tests {
         let mut w = advertised(0);
         let (seg, packet) = inbound(1004, &[], false);
         let ack = w.ack_past_edge(&seg, &packet, 0).expect("a pure ACK");
-        let Inbound::Tcp(a) = classify(&ack, local()) else {
-            panic!("checksums must be right");
-        };
+        let a = accepted(&ack);
         assert_eq!((a.seq, a.ack_number, a.payload_len), (1000, 777, 0));
     }
 
@@ -225,9 +231,7 @@ mod tests {
         let mut w = advertised(0);
         let (seg, packet) = inbound(1000, b"late", true);
         let ack = w.ack_past_edge(&seg, &packet, 0).expect("a pure ACK");
-        let Inbound::Tcp(a) = classify(&ack, local()) else {
-            panic!("checksums must be right");
-        };
+        let a = accepted(&ack);
         assert_eq!((a.seq, a.payload_len, a.fin), (1000, 0, false));
         // Its retransmission carries the same acknowledgement: nothing new,
         // and as a pure ACK it would pass for a duplicate.
@@ -241,9 +245,7 @@ mod tests {
         let mut w = advertised(2);
         let (seg, p) = inbound(1016, &[], false);
         let ack = w.ack_past_edge(&seg, &p, 12).expect("a pure ACK");
-        let Inbound::Tcp(a) = classify(&ack, local()) else {
-            panic!("checksums must be right");
-        };
+        let a = accepted(&ack);
         assert_eq!(a.seq, 1012);
         let (seg, p) = inbound(1014, &[], false);
         assert_eq!(w.ack_past_edge(&seg, &p, 12), None, "inside the window");
