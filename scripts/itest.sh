@@ -16,7 +16,7 @@ TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits devi
        ss_listener_queues ss_thousand browser_page browser_parallel terminal_output
        udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping
        lossy_link privileges_dropped syn_flood slow_clients churn
-       restart_mid_transfer malformed_packets offload)
+       restart_mid_transfer malformed_packets offload packet_io)
 
 if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${TESTS[@]}"
@@ -965,6 +965,39 @@ test_offload() {
         || fail "256 MiB to discard did not go through" || return 1
     echo "    100 MB echoed in ${got#* } s; 256 MiB to the stack: $bulk"
     ok "segmentation offload both ways: identical bytes (sha256), HTTP works"
+}
+
+# uring_fds: how many io_uring instances portlab holds open.
+uring_fds() {
+    find "/proc/$PORTLAB_PID/fd" -lname 'anon_inode:\[io_uring\]' 2>/dev/null | wc -l
+}
+
+test_packet_io() {
+    local mode want got rings
+    want=$(expected_sha 20000000)
+    for mode in io_uring calls; do
+        if [ "$mode" = io_uring ]; then
+            setup packet_io --inetd
+            grep -q 'through io_uring' "$LOG" || fail "no io_uring on this kernel: $(grep -o 'io_uring.*' "$LOG")" || return 1
+        else
+            setup packet_io_calls --inetd --no-io-uring
+            grep -q 'a packet per system call' "$LOG" || fail "--no-io-uring did not take" || return 1
+        fi
+        rings=$(uring_fds)
+        got=$(in_ns curl -s -m 30 "http://$ADDR/bytes?n=20000000" | sha256sum | cut -d' ' -f1)
+        [ "$got" = "$want" ] || fail "$mode: 20 MB download, sha256 differs" || return 1
+        got=$(LOSSY_TIMEOUT=60 echo_roundtrip 20000000)
+        [ "${got%% *}" = same ] || fail "$mode: 20 MB echoed both ways: $got" || return 1
+        in_ns curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL" | grep -q 200 || fail "$mode: HTTP broken" || return 1
+        echo "    $mode: 20 MB downloaded and 20 MB echoed intact (${got#* } s); io_uring instances open: $rings"
+        if [ "$mode" = io_uring ]; then
+            [ "$rings" -ge 1 ] || fail "the runtime holds no io_uring" || return 1
+        else
+            [ "$rings" = 0 ] || fail "--no-io-uring still opened $rings io_uring instance(s)" || return 1
+        fi
+        portlab_stop INT
+    done
+    ok "the same bytes through io_uring batches and through a system call per packet"
 }
 
 run=("$@")

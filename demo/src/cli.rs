@@ -220,6 +220,12 @@ pub struct DeviceArgs {
     #[arg(long)]
     pub offload: bool,
 
+    /// Read and write the TUN device with a system call per packet instead
+    /// of batches through io_uring (which needs Linux 6.7; older kernels and
+    /// containers that forbid it fall back by themselves).
+    #[arg(long)]
+    pub no_io_uring: bool,
+
     /// Seed for the stack's random numbers (initial sequence numbers), for
     /// reproducible labs [default: from the OS].
     #[arg(long, value_name = "N")]
@@ -509,6 +515,7 @@ impl DeviceArgs {
                 host_addr6,
                 tx_queue_len: 4096,
                 offload: self.offload,
+                io_uring: !self.no_io_uring,
             },
             events,
             pcap,

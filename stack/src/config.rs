@@ -188,6 +188,9 @@ pub struct DeviceConfig {
     /// connection's segments as one packet (segmentation offload, see
     /// `gso`).
     pub offload: bool,
+    /// Move packets through io_uring where the kernel offers it (see
+    /// `device::packet_io`); otherwise a system call per packet.
+    pub io_uring: bool,
 }
 
 #[cfg(test)]

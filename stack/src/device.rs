@@ -9,7 +9,8 @@
 //! configures it in-process with ioctls — the kernel side's address and
 //! netmask, the MTU, the transmit queue length, and the link up — so that a
 //! binary given `cap_net_admin` with `setcap` works without running `ip`.
-//! It is the only code that touches the descriptor.
+//! It is the only code that touches the descriptor; [`packet_io`] is how the
+//! runtime thread waits for packets and moves them in batches.
 //!
 //! Every failure a user can meet here has its own [`DeviceError`] that says
 //! what happened and what to do.
@@ -24,6 +25,8 @@ use tun_tap::{Iface, Mode};
 
 use crate::config::{DeviceConfig, NetConfig, prefix_mask};
 use crate::gso;
+
+pub mod packet_io;
 
 /// Why the device could not be set up.
 #[derive(Debug)]
@@ -96,10 +99,15 @@ impl fmt::Display for DeviceError {
 
 impl std::error::Error for DeviceError {}
 
+/// How long a start waits for a busy device name to be released.
+const NAME_BUSY_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// An open, configured TUN device.
 pub struct TunDevice {
     fd: Descriptor,
     host_addr: Ipv4Addr,
+    /// Whether the runtime may move packets through io_uring (see [`packet_io`]).
+    uring: bool,
 }
 
 /// How the device was opened: by tun-tap (plain packets), or by us with
@@ -117,17 +125,31 @@ impl TunDevice {
         if !std::path::Path::new("/dev/net/tun").exists() {
             return Err(DeviceError::NoTunDevice);
         }
-        let fd = if dev.offload {
-            open_vnet(&dev.name)?
-        } else {
-            Descriptor::Plain(
+        let create = || {
+            if dev.offload {
+                open_vnet(&dev.name)
+            } else {
                 Iface::without_packet_info(&dev.name, Mode::Tun)
-                    .map_err(|e| open_error(e, &dev.name))?,
-            )
+                    .map(Descriptor::Plain)
+                    .map_err(|e| open_error(e, &dev.name))
+            }
+        };
+        // A portlab that has just died may still hold the name for some
+        // milliseconds: the kernel releases an io_uring's files (and so
+        // the device) in the background after the process is gone.
+        let since = std::time::Instant::now();
+        let fd = loop {
+            match create() {
+                Err(DeviceError::NameBusy(_)) if since.elapsed() < NAME_BUSY_PATIENCE => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r?,
+            }
         };
         let tun = TunDevice {
             fd,
             host_addr: dev.host_addr,
+            uring: dev.io_uring,
         };
         tun.configure(dev, net)?;
         // Our own descriptor is opened non-blocking (see `open_vnet`).
@@ -150,6 +172,11 @@ impl TunDevice {
 
     pub fn host_addr(&self) -> Ipv4Addr {
         self.host_addr
+    }
+
+    /// Whether packets are plain, without a virtio-net header.
+    fn is_plain(&self) -> bool {
+        matches!(self.fd, Descriptor::Plain(_))
     }
 
     /// Reads one packet; `WouldBlock` when none is waiting. With it, whether
@@ -176,7 +203,12 @@ impl TunDevice {
     pub fn send_all(&self, packets: &mut Vec<Vec<u8>>) {
         match &self.fd {
             Descriptor::Plain(iface) => {
-                for p in packets.iter() {
+                let batched = if self.uring && packets.len() >= packet_io::WRITER_BATCH {
+                    packet_io::write_batch(iface.as_raw_fd(), packets)
+                } else {
+                    0
+                };
+                for p in &packets[batched..] {
                     let _ = iface.send(p);
                 }
             }
@@ -544,6 +576,7 @@ mod tests {
                 host_addr6: None,
                 tx_queue_len: 1000,
                 offload: false,
+                io_uring: true,
             },
             NetConfig::new(addr.into(), 24),
         )

@@ -20,7 +20,9 @@
 //! * [`event`] — the typed event log and its two renderings;
 //! * [`story`] — each connection's story: its events, handshake and teardown;
 //! * [`pcap`] — packet capture for Wireshark;
-//! * [`device`] — the TUN device and its configuration;
+//! * [`device`] — the TUN device and its configuration; [`device::packet_io`], how the runtime
+//!   waits for packets and moves them;
+//! * [`uring`] — io_uring: many packet reads and writes for one system call;
 //! * [`gso`] — segmentation offload: one connection's segments written as one packet;
 //! * [`faults`] — a lossy link inside our device layer (drop, duplicate, reorder, corrupt);
 //! * [`control`] — the control socket that `portlab ss` asks;
@@ -52,6 +54,7 @@ pub mod table;
 pub mod timers;
 pub mod timewait;
 pub mod udp;
+pub mod uring;
 pub mod window;
 
 pub use config::{NetConfig, Overflow};

@@ -79,6 +79,7 @@ impl Default for StackConfig {
                 host_addr6,
                 tx_queue_len: 4096,
                 offload: false,
+                io_uring: true,
             },
             events: None,
             pcap: None,

@@ -20,11 +20,12 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smoltcp::time::Instant;
 
 use crate::device::TunDevice;
+use crate::device::packet_io::PacketIo;
 use crate::event::Record;
 use crate::faults::{FaultConfig, Faults};
 use crate::netstack::{Captured, NetStack, Ready};
@@ -387,9 +388,6 @@ impl Shared {
     }
 }
 
-/// How many packets one wake-up reads before it lets timers and writes run.
-const READ_BATCH: usize = 256;
-
 /// Marks the stack stopped if the runtime thread ends any other way than
 /// through a clean stop (a panic), so that no application thread and no
 /// `shutdown` waits forever.
@@ -430,10 +428,7 @@ fn yield_to_applications() {
 pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, faults: FaultConfig) {
     let _stop = StopOnExit(&shared);
     yield_to_applications();
-    let device = &*device;
-    // The largest packet: 64 KiB merged by the kernel (`--offload`), behind
-    // an IPv6 header.
-    let mut buf = vec![0u8; 65536 + 1024];
+    let mut io = PacketIo::new(&device, shared.wake.as_raw_fd());
     // The lossy link, when asked for: one injector per direction.
     let mut lossy = faults
         .any()
@@ -457,21 +452,7 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
                 .store(now.total_micros() + i64::from(ms) * 1000, Ordering::Release);
             ms
         };
-        let mut fds = [
-            libc::pollfd {
-                fd: device.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: shared.wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: fds is a valid array of two pollfd.
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
-        if fds[1].revents != 0 {
+        if io.wait(Duration::from_millis(timeout_ms as u64)) {
             shared.drain_wake();
         }
 
@@ -479,16 +460,11 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
             let mut g = shared.lock();
             let now = shared.clock.now();
             g.net.begin_batch();
-            for _ in 0..READ_BATCH {
-                match device.recv(&mut buf) {
-                    Ok((n, checksummed)) => match lossy.as_mut() {
-                        None if checksummed => g.net.receive_checksummed(now, &buf[..n]),
-                        None => g.net.receive(now, &buf[..n]),
-                        Some((rx, _)) => rx.apply(buf[..n].to_vec(), &mut batch),
-                    },
-                    Err(_) => break,
-                }
-            }
+            io.receive(|packet, checksummed| match lossy.as_mut() {
+                None if checksummed => g.net.receive_checksummed(now, packet),
+                None => g.net.receive(now, packet),
+                Some((rx, _)) => rx.apply(packet.to_vec(), &mut batch),
+            });
             if let Some((rx, _)) = lossy.as_mut() {
                 rx.release(&mut batch);
                 for p in batch.drain(..) {
@@ -513,7 +489,7 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
                 }
                 tx.release(&mut out);
             }
-            device.send_all(&mut out);
+            io.send_all(&mut out);
             g.net.drain_events(&mut records);
             g.net.take_capture(&mut captured);
             done

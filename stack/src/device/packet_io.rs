@@ -1,0 +1,360 @@
+//! How the runtime thread waits for packets and moves them through the
+//! device: a batch per system call with io_uring, or a call per packet.
+//!
+//! With io_uring (the default, plain packets only) one multishot read stays
+//! armed on the device and fills buffers lent to the kernel as packets
+//! arrive; a multishot poll watches the runtime's wake-up eventfd. One
+//! `io_uring_enter` then hands over the packets to write, sleeps until
+//! something arrives or the deadline passes, and collects every packet that
+//! came meanwhile. Without it (`--no-io-uring`, `--offload`, or a kernel or
+//! container without io_uring) the runtime sleeps in `poll(2)`, reads a
+//! packet per `read(2)` and writes one per `write(2)`. Both ways give the
+//! stack the same packets in the same order.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use log::{info, warn};
+
+use super::TunDevice;
+use crate::uring::{BufferRing, Cqe, Ring, Sqe};
+
+/// How many packets one wake-up takes before timers and writes run.
+pub const READ_BATCH: usize = 256;
+
+/// What a completion belongs to: the tag in its upper 32 bits.
+const TAG_READ: u64 = 1 << 32;
+const TAG_WAKE: u64 = 2 << 32;
+const TAG_WRITE: u64 = 3 << 32;
+const TAG_CANCEL: u64 = 4 << 32;
+const TAG_MASK: u64 = !0xffff_ffff;
+
+/// The buffers lent for reads: as many as one batch, each large enough for
+/// any IP packet (pages a packet does not reach are never touched).
+const READ_BUFFERS: u16 = 128;
+const READ_BUFFER_LEN: usize = 65536;
+const BUFFER_GROUP: u16 = 0;
+
+/// The runtime's packet I/O on one device.
+pub struct PacketIo<'d> {
+    device: &'d TunDevice,
+    wake: RawFd,
+    way: Way,
+}
+
+enum Way {
+    Calls { buf: Vec<u8> },
+    Uring(Box<Uring>),
+}
+
+struct Uring {
+    ring: Ring,
+    reads: BufferRing,
+    /// Read completions collected by `wait`, not yet handed to the stack.
+    arrived: Vec<Cqe>,
+    scratch: Vec<Cqe>,
+    read_armed: bool,
+    wake_armed: bool,
+    /// Packets being written, by slot, kept until their completion.
+    writing: Vec<Option<Vec<u8>>>,
+    free_slots: Vec<u32>,
+    /// Whether an unexpected error was already logged.
+    complained: bool,
+}
+
+impl<'d> PacketIo<'d> {
+    /// Must be made on the thread that uses it (the ring belongs to that
+    /// thread). `wake` is the eventfd application threads write to.
+    pub fn new(device: &'d TunDevice, wake: RawFd) -> PacketIo<'d> {
+        let way = if !device.uring {
+            info!(target: "portlab", "the device is read and written a packet per system call (--no-io-uring)");
+            Way::Calls {
+                buf: vec![0; 65536 + 1024],
+            }
+        } else if !device.is_plain() {
+            info!(target: "portlab", "with --offload the device is read and written a packet per system call");
+            Way::Calls {
+                buf: vec![0; 65536 + 1024],
+            }
+        } else {
+            match Uring::new() {
+                Ok(u) => {
+                    info!(target: "portlab", "the device is read and written through io_uring: a batch of packets per system call");
+                    Way::Uring(Box::new(u))
+                }
+                Err(e) => {
+                    info!(target: "portlab",
+                        "io_uring is not available ({e}): the device is read and written a packet per system call");
+                    Way::Calls {
+                        buf: vec![0; 65536 + 1024],
+                    }
+                }
+            }
+        };
+        PacketIo { device, wake, way }
+    }
+
+    /// Whether packets move through io_uring.
+    pub fn uses_uring(&self) -> bool {
+        matches!(self.way, Way::Uring(_))
+    }
+
+    /// Sleeps until a packet arrives, the wake-up eventfd is written, or
+    /// `timeout` passes. Returns whether the eventfd was written.
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        match &mut self.way {
+            Way::Calls { .. } => {
+                let mut fds = [
+                    libc::pollfd {
+                        fd: self.device.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: self.wake,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+                // SAFETY: fds is a valid array of two pollfd.
+                unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+                fds[1].revents != 0
+            }
+            Way::Uring(u) => u.wait(self.device.as_raw_fd(), self.wake, timeout),
+        }
+    }
+
+    /// Hands each packet that has arrived (at most [`READ_BATCH`]) to `f`,
+    /// with whether its TCP or UDP checksum was computed here (see
+    /// [`TunDevice::recv`]). `f` must not keep the slice.
+    pub fn receive(&mut self, mut f: impl FnMut(&[u8], bool)) {
+        match &mut self.way {
+            Way::Calls { buf } => {
+                for _ in 0..READ_BATCH {
+                    match self.device.recv(buf) {
+                        Ok((n, checksummed)) => f(&buf[..n], checksummed),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Way::Uring(u) => u.receive(&mut f),
+        }
+    }
+
+    /// Writes packets in order and empties `packets`.
+    pub fn send_all(&mut self, packets: &mut Vec<Vec<u8>>) {
+        match &mut self.way {
+            Way::Calls { .. } => self.device.send_all(packets),
+            Way::Uring(u) => u.send_all(self.device.as_raw_fd(), packets),
+        }
+    }
+}
+
+impl Uring {
+    fn new() -> io::Result<Uring> {
+        // Writes can outnumber the submission queue: it is submitted as it
+        // fills. Completions wait in the larger completion queue.
+        let ring = Ring::new(256, 4096)?;
+        let reads = BufferRing::new(&ring, BUFFER_GROUP, READ_BUFFERS, READ_BUFFER_LEN)?;
+        Ok(Uring {
+            ring,
+            reads,
+            arrived: Vec::new(),
+            scratch: Vec::new(),
+            read_armed: false,
+            wake_armed: false,
+            writing: Vec::new(),
+            free_slots: Vec::new(),
+            complained: false,
+        })
+    }
+
+    fn push(&mut self, sqe: Sqe) {
+        while !self.ring.push(sqe) {
+            self.enter(None);
+        }
+    }
+
+    fn enter(&mut self, wait: Option<(u32, Option<Duration>)>) {
+        if let Err(e) = self.ring.enter(wait)
+            && !std::mem::replace(&mut self.complained, true)
+        {
+            warn!(target: "portlab", "io_uring_enter failed: {e}");
+        }
+    }
+
+    fn wait(&mut self, device: RawFd, wake: RawFd, timeout: Duration) -> bool {
+        if !self.read_armed {
+            self.push(Sqe::read_multishot(device, self.reads.group(), TAG_READ));
+            self.read_armed = true;
+        }
+        if !self.wake_armed {
+            self.push(Sqe::poll_readable_multishot(wake, TAG_WAKE));
+            self.wake_armed = true;
+        }
+        let timeout = if self.arrived.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
+        self.enter(Some((1, Some(timeout))));
+        self.reap()
+    }
+
+    /// Sorts out the ready completions: reads are kept for `receive`,
+    /// finished writes free their packets. Returns whether the wake-up
+    /// eventfd fired.
+    fn reap(&mut self) -> bool {
+        let mut kicked = false;
+        self.ring.completions(&mut self.scratch);
+        for c in self.scratch.drain(..) {
+            match c.user_data & TAG_MASK {
+                TAG_READ => self.arrived.push(c),
+                TAG_WAKE => {
+                    kicked = true;
+                    if !c.more() {
+                        self.wake_armed = false;
+                    }
+                }
+                TAG_WRITE => {
+                    let slot = (c.user_data & 0xffff_ffff) as u32;
+                    if let Some(p) = self.writing.get_mut(slot as usize) {
+                        *p = None;
+                        self.free_slots.push(slot);
+                    }
+                }
+                _ => {}
+            }
+        }
+        kicked
+    }
+
+    fn receive(&mut self, f: &mut impl FnMut(&[u8], bool)) {
+        for c in self.arrived.drain(..) {
+            if !c.more() {
+                self.read_armed = false;
+            }
+            if c.res > 0
+                && let Some(bid) = c.buffer()
+            {
+                f(self.reads.get(bid, c.res as usize), false);
+            }
+            if let Some(bid) = c.buffer() {
+                self.reads.push(bid);
+            }
+            // Running out of buffers ends the read (armed again by the
+            // next wait); anything else is the device going away.
+            if c.res < 0
+                && c.res != -libc::ENOBUFS
+                && !std::mem::replace(&mut self.complained, true)
+            {
+                warn!(target: "portlab", "reading the TUN device through io_uring failed: {}",
+                    io::Error::from_raw_os_error(-c.res));
+            }
+        }
+        self.reads.publish();
+    }
+
+    fn send_all(&mut self, device: RawFd, packets: &mut Vec<Vec<u8>>) {
+        if packets.is_empty() {
+            return;
+        }
+        for p in packets.drain(..) {
+            let slot = match self.free_slots.pop() {
+                Some(s) => s,
+                None => {
+                    self.writing.push(None);
+                    (self.writing.len() - 1) as u32
+                }
+            };
+            // SAFETY: the packet's bytes live in `writing` (a moved Vec
+            // keeps its heap buffer) until this write's completion.
+            let sqe = unsafe { Sqe::write(device, &p, TAG_WRITE | u64::from(slot)) };
+            self.writing[slot as usize] = Some(p);
+            self.push(sqe);
+        }
+        // Out now, so that they are not overtaken by packets application
+        // threads write directly.
+        self.enter(None);
+    }
+}
+
+/// Application threads write the packets their calls produce themselves
+/// (no hand-off to the runtime). A batch this large goes out through the
+/// thread's own ring; a response of a packet or two is a plain `write(2)`,
+/// so a thread that never sends more costs no ring.
+pub const WRITER_BATCH: usize = 4;
+
+thread_local! {
+    /// This thread's ring for writes: not tried yet, unavailable, or made.
+    static WRITER: RefCell<Option<Option<Ring>>> = const { RefCell::new(None) };
+}
+
+/// Writes `packets` to `fd` in order through this thread's ring, a batch
+/// per `io_uring_enter`, each batch finished before the next. Returns how
+/// many it wrote; the caller writes the rest itself.
+pub(super) fn write_batch(fd: RawFd, packets: &[Vec<u8>]) -> usize {
+    WRITER.with(|w| {
+        let mut w = w.borrow_mut();
+        let Some(ring) = w.get_or_insert_with(|| Ring::new(64, 128).ok()) else {
+            return 0;
+        };
+        let mut done = 0;
+        let mut cqes = Vec::new();
+        while done < packets.len() {
+            let mut n = 0;
+            for p in &packets[done..] {
+                // SAFETY: `packets` outlives this call, which waits below for
+                // every write it queues.
+                if !ring.push(unsafe { Sqe::write(fd, p, 0) }) {
+                    break;
+                }
+                n += 1;
+            }
+            let mut finished = 0;
+            while finished < n {
+                if ring.enter(Some((n - finished, None))).is_err() {
+                    // A failed enter submitted nothing, but the entries
+                    // stay queued: the ring is never entered again (leaked,
+                    // so that it cannot send freed packets), and the caller
+                    // writes these packets itself.
+                    std::mem::forget(w.take());
+                    return done;
+                }
+                cqes.clear();
+                ring.completions(&mut cqes);
+                finished += cqes.len() as u32;
+            }
+            done += n as usize;
+        }
+        done
+    })
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // The kernel must be done with our buffers before they are freed.
+        self.push(Sqe::cancel_all(TAG_CANCEL));
+        for _ in 0..100 {
+            self.enter(Some((1, Some(Duration::from_millis(10)))));
+            self.reap();
+            for c in self.arrived.drain(..) {
+                if !c.more() {
+                    self.read_armed = false;
+                }
+            }
+            if self.writing.iter().all(Option::is_none) && !self.read_armed && !self.wake_armed {
+                break;
+            }
+        }
+        let _ = self.reads.unregister(&self.ring);
+        // A write still in flight after a second keeps its packet: leaked,
+        // not freed under the kernel.
+        for p in self.writing.drain(..).flatten() {
+            std::mem::forget(p);
+        }
+    }
+}
