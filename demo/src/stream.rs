@@ -15,6 +15,8 @@ use portlab::Quad;
 
 pub trait Stream: Send + 'static {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads and drops up to `max` bytes without copying them anywhere.
+    fn discard(&self, max: usize) -> io::Result<usize>;
     fn write_all(&self, data: &[u8]) -> io::Result<()>;
     /// Writes all of `data`, then sends FIN.
     fn write_all_then_shutdown(&self, data: &[u8]) -> io::Result<()>;
@@ -32,6 +34,9 @@ pub trait Stream: Send + 'static {
 impl Stream for portlab::net::TcpStream {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         Read::read(&mut &*self, buf)
+    }
+    fn discard(&self, max: usize) -> io::Result<usize> {
+        portlab::net::TcpStream::discard(self, max)
     }
     fn write_all(&self, data: &[u8]) -> io::Result<()> {
         Write::write_all(&mut &*self, data)
@@ -59,6 +64,21 @@ impl Stream for portlab::net::TcpStream {
 impl Stream for std::net::TcpStream {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         Read::read(&mut &*self, buf).map_err(timeout_as_timed_out)
+    }
+    fn discard(&self, max: usize) -> io::Result<usize> {
+        loop {
+            // SAFETY: with MSG_TRUNC a Linux TCP socket drops the bytes and
+            // never writes to the (null) buffer.
+            let n =
+                unsafe { libc::recv(self.as_raw_fd(), std::ptr::null_mut(), max, libc::MSG_TRUNC) };
+            if let Ok(n) = usize::try_from(n) {
+                return Ok(n);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(timeout_as_timed_out(e));
+            }
+        }
     }
     fn write_all(&self, data: &[u8]) -> io::Result<()> {
         Write::write_all(&mut &*self, data).map_err(timeout_as_timed_out)

@@ -723,6 +723,18 @@ impl Read for &TcpStream {
     }
 }
 
+impl TcpStream {
+    /// Like `read`, but drops the bytes instead of copying them out (what
+    /// `recv` with `MSG_TRUNC` does on a Linux TCP socket): up to `max`
+    /// bytes, waiting as `read` does; 0 at the end of the stream.
+    pub fn discard(&self, max: usize) -> io::Result<usize> {
+        let id = self.id;
+        self.blocking(&self.read_timeout, false, |net, now| {
+            net.discard(now, id, max)
+        })
+    }
+}
+
 impl Write for TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)

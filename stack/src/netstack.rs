@@ -1407,8 +1407,40 @@ impl NetStack {
     /// Reads into `buf`. `Ok(0)` is the end of the stream;
     /// `ErrorKind::WouldBlock` means wait for readiness.
     pub fn recv(&mut self, now: Instant, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        let max = buf.len();
+        self.take_received(now, id, max, |socket| socket.recv_slice(buf).unwrap_or(0))
+    }
+
+    /// Drops up to `max` received bytes without copying them (what `recv`
+    /// with `MSG_TRUNC` does on a Linux TCP socket); returns how many.
+    pub fn discard(&mut self, now: Instant, id: SocketId, max: usize) -> io::Result<usize> {
+        self.take_received(now, id, max, |socket| {
+            let mut n = 0;
+            // The buffer is a ring: its bytes come in at most two pieces.
+            for _ in 0..2 {
+                let left = max - n;
+                n += socket
+                    .recv(|b| {
+                        let k = b.len().min(left);
+                        (k, k)
+                    })
+                    .unwrap_or(0);
+            }
+            n
+        })
+    }
+
+    /// The reading half of `recv` and `discard`: `take` removes bytes from
+    /// a socket that has some and says how many.
+    fn take_received(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        max: usize,
+        take: impl FnOnce(&mut tcp::Socket<'static>) -> usize,
+    ) -> io::Result<usize> {
         let conn = self.conns.get_mut(&id).ok_or_else(not_connected)?;
-        if conn.read_closed || buf.is_empty() {
+        if conn.read_closed || max == 0 {
             return Ok(0);
         }
         let reset = conn.reset;
@@ -1416,7 +1448,7 @@ impl NetStack {
             return if reset { Err(reset_error()) } else { Ok(0) };
         };
         if socket.can_recv() {
-            let n = socket.recv_slice(buf).unwrap_or(0);
+            let n = take(socket);
             conn.read_total = conn.read_total.wrapping_add(n as u32);
             self.settle(now, id);
             return Ok(n);

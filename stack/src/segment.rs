@@ -303,29 +303,31 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
 /// words, an odd last byte padded with zero; the result is folded to 16 bits
 /// (so callers may add to it).
 ///
-/// Every byte of a bulk transfer passes through here, so it sums eight bytes
-/// per addition, in the machine's byte order, keeping the carries: the
-/// ones'-complement sum does not depend on how the words are grouped (2^16
-/// is 1 modulo 2^16 - 1), and summing byte-swapped words gives the
-/// byte-swapped sum (RFC 1071, 2(B)), swapped back at the end.
+/// Every byte of a bulk transfer passes through here, so it adds four-byte
+/// words, in the machine's byte order, into four 64-bit lanes: no addition
+/// can carry out of a lane (a packet has far fewer than 2^32 words), so the
+/// additions are independent and the compiler makes vector additions of
+/// them. The ones'-complement sum does not depend on how the words are
+/// grouped (2^16 is 1 modulo 2^16 - 1), and summing byte-swapped words gives
+/// the byte-swapped sum (RFC 1071, 2(B)), swapped back at the end.
 pub fn ones_sum(acc: u32, data: &[u8]) -> u32 {
-    let (mut sum, mut carries) = (0u64, 0u64);
-    let mut add = |v: u64| {
-        let (s, c) = sum.overflowing_add(v);
-        sum = s;
-        carries += u64::from(c);
-    };
-    let mut words = data.chunks_exact(8);
-    for w in &mut words {
-        add(u64::from_ne_bytes([
-            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
-        ]));
+    let word = |w: &[u8]| u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+    let mut lanes = [0u64; 4];
+    let mut blocks = data.chunks_exact(16);
+    for b in &mut blocks {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            *lane += word(&b[4 * i..]);
+        }
     }
-    let mut last = [0u8; 8];
+    let mut words = blocks.remainder().chunks_exact(4);
+    for w in &mut words {
+        lanes[0] += word(w);
+    }
+    let mut last = [0u8; 4];
     last[..words.remainder().len()].copy_from_slice(words.remainder());
-    add(u64::from_ne_bytes(last));
-    // Fold the 64-bit sum and its carries to 16 bits, still in machine order.
-    let mut folded = u128::from(sum) + u128::from(carries);
+    lanes[1] += word(&last);
+    // Fold the lanes to 16 bits, still in machine order.
+    let mut folded = lanes.iter().map(|&l| u128::from(l)).sum::<u128>();
     while folded > 0xffff {
         folded = (folded & 0xffff) + (folded >> 16);
     }

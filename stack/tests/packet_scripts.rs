@@ -1457,3 +1457,44 @@ fn an_orphan_whose_peer_still_answers_is_kept() {
     }
     assert!(lab.stack.table().sockets.is_empty());
 }
+
+/// `discard` drops received bytes without copying them out — also when
+/// they wrap around the end of the receive buffer — and the client may
+/// then fill the whole window again, as after `recv`.
+#[test]
+fn discard_drops_bytes_across_the_buffer_wrap_and_reopens_the_window() {
+    let (mut lab, mut c, id) = nearly_full_window();
+    assert_eq!(lab.stack.discard(lab.now, id, 1000).unwrap(), 1000);
+    lab.settle();
+    while lab.recv().is_some() {}
+    // These land at the buffer's end and wrap to its start.
+    lab.send(c.data(&[b'y'; 1000]));
+    lab.settle();
+    let ack = lab.expect();
+    assert_eq!(ack.ack, c.seq, "the bytes after the wrap are taken");
+    assert_eq!(
+        lab.stack.discard(lab.now, id, usize::MAX).unwrap(),
+        256 * 1024 - 4,
+        "both pieces of the ring in one call"
+    );
+    let mut buf = [0u8; 8];
+    let e = lab.stack.recv(lab.now, id, &mut buf).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    lab.settle();
+    while lab.recv().is_some() {}
+    let mut left = 256 * 1024;
+    while left > 0 {
+        let n = left.min(1400);
+        lab.send(c.data(&vec![b'z'; n]));
+        left -= n;
+    }
+    lab.settle();
+    let mut last = None;
+    while let Some(s) = lab.recv() {
+        last = Some(s);
+    }
+    assert_eq!(last.unwrap().ack, c.seq, "a whole window taken again");
+    let mut buf = vec![0u8; 300 * 1024];
+    assert_eq!(lab.stack.recv(lab.now, id, &mut buf).unwrap(), 256 * 1024);
+    assert!(buf[..256 * 1024].iter().all(|&b| b == b'z'));
+}
