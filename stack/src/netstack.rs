@@ -647,7 +647,16 @@ impl NetStack {
                 }
                 let quad = conn.quad;
                 self.flush_out(now, Some(id), Some(quad));
-                self.observe(now, id);
+                // A change of state is reported in order, at once; timers
+                // and waking the application wait for the batch's end,
+                // where `settle` observes the connection again.
+                let changed = self.conns.get_mut(&id).is_some_and(|c| {
+                    let known = c.state;
+                    c.socket().is_some_and(|s| s.state() != known)
+                });
+                if changed {
+                    self.observe(now, id);
+                }
             }
             None => self.settle(now, id),
         }
