@@ -13,7 +13,9 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use log::{info, warn};
@@ -51,12 +53,16 @@ enum Way {
 
 struct Uring {
     ring: Ring,
-    reads: BufferRing,
+    reads: ManuallyDrop<BufferRing>,
     /// Read completions collected by `wait`, not yet handed to the stack.
     arrived: Vec<Cqe>,
     scratch: Vec<Cqe>,
     read_armed: bool,
     wake_armed: bool,
+    /// Whether the wake-up eventfd fired since the last `wait`.
+    kicked: bool,
+    /// Why reads through the ring failed, if they did.
+    failed: Option<io::Error>,
     /// Packets being written, by slot, kept until their completion.
     writing: Vec<Option<Vec<u8>>>,
     free_slots: Vec<u32>,
@@ -140,7 +146,16 @@ impl<'d> PacketIo<'d> {
                     }
                 }
             }
-            Way::Uring(u) => u.receive(&mut f),
+            Way::Uring(u) => {
+                u.receive(&mut f);
+                if let Some(e) = u.failed.take() {
+                    warn!(target: "portlab",
+                        "reading the TUN device through io_uring failed ({e}): from now on a packet per system call");
+                    self.way = Way::Calls {
+                        buf: vec![0; 65536 + 1024],
+                    };
+                }
+            }
         }
     }
 
@@ -158,14 +173,22 @@ impl Uring {
         // Writes can outnumber the submission queue: it is submitted as it
         // fills. Completions wait in the larger completion queue.
         let ring = Ring::new(256, 4096)?;
+        if !ring.supports_multishot_read() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kernel's io_uring has no multishot reads (Linux 6.7)",
+            ));
+        }
         let reads = BufferRing::new(&ring, BUFFER_GROUP, READ_BUFFERS, READ_BUFFER_LEN)?;
         Ok(Uring {
             ring,
-            reads,
+            reads: ManuallyDrop::new(reads),
             arrived: Vec::new(),
             scratch: Vec::new(),
             read_armed: false,
             wake_armed: false,
+            kicked: false,
+            failed: None,
             writing: Vec::new(),
             free_slots: Vec::new(),
             complained: false,
@@ -175,6 +198,7 @@ impl Uring {
     fn push(&mut self, sqe: Sqe) {
         while !self.ring.push(sqe) {
             self.enter(None);
+            self.reap();
         }
     }
 
@@ -195,26 +219,29 @@ impl Uring {
             self.push(Sqe::poll_readable_multishot(wake, TAG_WAKE));
             self.wake_armed = true;
         }
-        let timeout = if self.arrived.is_empty() {
+        // What is already there (write completions, mostly) must not end
+        // the wait by itself: collected first, it leaves the wait to what
+        // is new.
+        self.reap();
+        let timeout = if self.arrived.is_empty() && !self.kicked {
             timeout
         } else {
             Duration::ZERO
         };
         self.enter(Some((1, Some(timeout))));
-        self.reap()
+        self.reap();
+        std::mem::take(&mut self.kicked)
     }
 
-    /// Sorts out the ready completions: reads are kept for `receive`,
-    /// finished writes free their packets. Returns whether the wake-up
-    /// eventfd fired.
-    fn reap(&mut self) -> bool {
-        let mut kicked = false;
+    /// Sorts out the ready completions: reads are kept for `receive`, a
+    /// fired wake-up eventfd is noted, finished writes free their packets.
+    fn reap(&mut self) {
         self.ring.completions(&mut self.scratch);
         for c in self.scratch.drain(..) {
             match c.user_data & TAG_MASK {
                 TAG_READ => self.arrived.push(c),
                 TAG_WAKE => {
-                    kicked = true;
+                    self.kicked = true;
                     if !c.more() {
                         self.wake_armed = false;
                     }
@@ -229,7 +256,6 @@ impl Uring {
                 _ => {}
             }
         }
-        kicked
     }
 
     fn receive(&mut self, f: &mut impl FnMut(&[u8], bool)) {
@@ -246,13 +272,10 @@ impl Uring {
                 self.reads.push(bid);
             }
             // Running out of buffers ends the read (armed again by the
-            // next wait); anything else is the device going away.
-            if c.res < 0
-                && c.res != -libc::ENOBUFS
-                && !std::mem::replace(&mut self.complained, true)
-            {
-                warn!(target: "portlab", "reading the TUN device through io_uring failed: {}",
-                    io::Error::from_raw_os_error(-c.res));
+            // next wait); any other error means this way of reading does
+            // not work here.
+            if c.res < 0 && c.res != -libc::ENOBUFS {
+                self.failed = Some(io::Error::from_raw_os_error(-c.res));
             }
         }
         self.reads.publish();
@@ -277,61 +300,11 @@ impl Uring {
             self.push(sqe);
         }
         // Out now, so that they are not overtaken by packets application
-        // threads write directly.
+        // threads write directly. A TUN write completes as it is submitted
+        // (its send buffer is unlimited): the packets are freed at once.
         self.enter(None);
+        self.reap();
     }
-}
-
-/// Application threads write the packets their calls produce themselves
-/// (no hand-off to the runtime). A batch this large goes out through the
-/// thread's own ring; a response of a packet or two is a plain `write(2)`,
-/// so a thread that never sends more costs no ring.
-pub const WRITER_BATCH: usize = 4;
-
-thread_local! {
-    /// This thread's ring for writes: not tried yet, unavailable, or made.
-    static WRITER: RefCell<Option<Option<Ring>>> = const { RefCell::new(None) };
-}
-
-/// Writes `packets` to `fd` in order through this thread's ring, a batch
-/// per `io_uring_enter`, each batch finished before the next. Returns how
-/// many it wrote; the caller writes the rest itself.
-pub(super) fn write_batch(fd: RawFd, packets: &[Vec<u8>]) -> usize {
-    WRITER.with(|w| {
-        let mut w = w.borrow_mut();
-        let Some(ring) = w.get_or_insert_with(|| Ring::new(64, 128).ok()) else {
-            return 0;
-        };
-        let mut done = 0;
-        let mut cqes = Vec::new();
-        while done < packets.len() {
-            let mut n = 0;
-            for p in &packets[done..] {
-                // SAFETY: `packets` outlives this call, which waits below for
-                // every write it queues.
-                if !ring.push(unsafe { Sqe::write(fd, p, 0) }) {
-                    break;
-                }
-                n += 1;
-            }
-            let mut finished = 0;
-            while finished < n {
-                if ring.enter(Some((n - finished, None))).is_err() {
-                    // A failed enter submitted nothing, but the entries
-                    // stay queued: the ring is never entered again (leaked,
-                    // so that it cannot send freed packets), and the caller
-                    // writes these packets itself.
-                    std::mem::forget(w.take());
-                    return done;
-                }
-                cqes.clear();
-                ring.completions(&mut cqes);
-                finished += cqes.len() as u32;
-            }
-            done += n as usize;
-        }
-        done
-    })
 }
 
 impl Drop for Uring {
@@ -350,11 +323,118 @@ impl Drop for Uring {
                 break;
             }
         }
-        let _ = self.reads.unregister(&self.ring);
-        // A write still in flight after a second keeps its packet: leaked,
-        // not freed under the kernel.
+        let returned = self.reads.unregister(&self.ring).is_ok();
+        if returned && !self.read_armed {
+            // SAFETY: dropped once, here; the kernel no longer reads into
+            // these buffers (the read is cancelled, the ring unregistered).
+            unsafe { ManuallyDrop::drop(&mut self.reads) };
+        }
+        // Otherwise the read buffers, and any write still in flight after a
+        // second, are leaked rather than freed under the kernel.
         for p in self.writing.drain(..).flatten() {
             std::mem::forget(p);
         }
     }
+}
+
+/// Application threads write the packets their calls produce themselves
+/// (no hand-off to the runtime). A batch this large goes out through the
+/// thread's own ring; a response of a packet or two is a plain `write(2)`,
+/// so a thread that never sends more costs no ring.
+pub const WRITER_BATCH: usize = 4;
+
+/// At most this many application threads hold a ring (a descriptor each):
+/// a thread per connection must not use up the process's descriptors. The
+/// others write a packet per call.
+const WRITER_RINGS: usize = 64;
+
+static WRITER_RINGS_OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// One application thread's ring for writes, counted while it exists.
+struct WriterRing(Ring);
+
+impl WriterRing {
+    fn new() -> Option<WriterRing> {
+        let taken = WRITER_RINGS_OPEN.fetch_add(1, Ordering::Relaxed);
+        match (taken < WRITER_RINGS)
+            .then(|| Ring::new(64, 128).ok())
+            .flatten()
+        {
+            Some(r) => Some(WriterRing(r)),
+            None => {
+                WRITER_RINGS_OPEN.fetch_sub(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for WriterRing {
+    fn drop(&mut self) {
+        WRITER_RINGS_OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    /// This thread's ring for writes: not tried yet, unavailable, or made.
+    static WRITER: RefCell<Option<Option<WriterRing>>> = const { RefCell::new(None) };
+}
+
+/// Writes `packets` to `fd` in order through this thread's ring, a batch
+/// per `io_uring_enter`, each batch finished before the next. Returns how
+/// many it wrote; the caller writes the rest itself.
+pub(super) fn write_batch(fd: RawFd, packets: &[Vec<u8>]) -> usize {
+    WRITER
+        .try_with(|w| {
+            let mut w = w.borrow_mut();
+            let Some(WriterRing(ring)) = w.get_or_insert_with(WriterRing::new) else {
+                return 0;
+            };
+            let mut done = 0;
+            let mut cqes = Vec::new();
+            while done < packets.len() {
+                let mut n = 0;
+                for p in &packets[done..] {
+                    // SAFETY: `packets` outlives this call, which waits below
+                    // for every write it queues.
+                    if !ring.push(unsafe { Sqe::write(fd, p, 0) }) {
+                        break;
+                    }
+                    n += 1;
+                }
+                let mut finished = 0;
+                let mut failures = 0;
+                while finished < n {
+                    match ring.enter(Some((n - finished, None))) {
+                        Ok(()) => {}
+                        Err(_) if ring.pending() > 0 => {
+                            // Nothing was submitted, but the entries stay
+                            // queued: the ring is never entered again (leaked,
+                            // so that it cannot send freed packets), and the
+                            // caller writes these packets itself.
+                            if let Some(Some(r)) = w.take() {
+                                std::mem::forget(r);
+                            }
+                            *w = Some(None);
+                            return done;
+                        }
+                        Err(_) => {
+                            // Submitted; only the wait failed. A TUN write
+                            // completes as it is submitted, so after a few
+                            // tries they are done.
+                            failures += 1;
+                            if failures == 3 {
+                                return packets.len();
+                            }
+                        }
+                    }
+                    cqes.clear();
+                    ring.completions(&mut cqes);
+                    finished += cqes.len() as u32;
+                }
+                done += n as usize;
+            }
+            done
+        })
+        .unwrap_or(0)
 }
