@@ -53,7 +53,7 @@ RESULTS="$LAB_TMP/results.txt"
 : >"$RESULTS"
 record() { echo "$1 $2" >>"$RESULTS"; }
 # portlab's default buffer per connection (NetConfig::rx_buffer, tx_buffer).
-PORTLAB_BUFFER_KIB=256
+PORTLAB_BUFFER_KIB=1024
 record buffer_kib "$PORTLAB_BUFFER_KIB"
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }

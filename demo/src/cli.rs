@@ -206,8 +206,8 @@ pub struct DeviceArgs {
     pub mtu: u16,
 
     /// Receive and send buffer of each connection, in KiB (its receive
-    /// window; more than 64 needs window scaling). Memory is used only as
-    /// data arrives: an idle connection costs none of it.
+    /// window; more than 64 needs window scaling) [default: 1024]. Memory is
+    /// used only as data arrives: an idle connection costs none of it.
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=16384))]
     pub buffer: Option<u32>,
 
