@@ -47,6 +47,11 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return None;
         }
+        // Never a transparent huge page: where THP is on for everything, a
+        // 2 MiB mapping would get one at its first write — 2 MiB zeroed and
+        // resident for a connection that received one request.
+        // SAFETY: advice on our own fresh mapping; failure is harmless.
+        unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
         NonNull::new(p.cast::<u8>()).map(|ptr| Mapping { ptr, len })
     }
 }
