@@ -78,8 +78,10 @@ pub struct ConnSockets {
 }
 
 impl ConnSockets {
-    /// A set with one TCP socket of `rx` and `tx` bytes of buffer.
-    pub fn tcp(rx: usize, tx: usize) -> (ConnSockets, SocketHandle) {
+    /// A set with one TCP socket of `rx` and `tx` bytes of buffer; `None`
+    /// when there is no memory for them (the caller refuses the
+    /// connection instead of the process aborting).
+    pub fn tcp(rx: usize, tx: usize) -> Option<(ConnSockets, SocketHandle)> {
         let (rx_len, tx_len) = (page_round(rx.max(1)), page_round(tx.max(1)));
         let memory = Mapping::new(rx_len + tx_len);
         let socket = match &memory {
@@ -100,21 +102,30 @@ impl ConnSockets {
                     tcp::SocketBuffer::new(tx_buf),
                 )
             }
-            // No mapping (address space exhausted): ordinary heap buffers.
+            // No mapping (address space exhausted): ordinary heap buffers,
+            // if the heap has them.
             None => tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0u8; rx]),
-                tcp::SocketBuffer::new(vec![0u8; tx]),
+                tcp::SocketBuffer::new(zeroed(rx)?),
+                tcp::SocketBuffer::new(zeroed(tx)?),
             ),
         };
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
-        (ConnSockets { set, memory }, handle)
+        Some((ConnSockets { set, memory }, handle))
     }
 
     /// Whether the buffers live in a mapping of their own.
     pub fn is_mapped(&self) -> bool {
         self.memory.is_some()
     }
+}
+
+/// `n` zero bytes on the heap, or `None` without aborting.
+fn zeroed(n: usize) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, 0);
+    Some(v)
 }
 
 impl Deref for ConnSockets {
@@ -136,7 +147,7 @@ mod tests {
 
     #[test]
     fn buffers_are_mapped_and_usable() {
-        let (mut s, h) = ConnSockets::tcp(65536, 65536);
+        let (mut s, h) = ConnSockets::tcp(65536, 65536).unwrap();
         assert!(s.is_mapped());
         let sock = s.get_mut::<tcp::Socket>(h);
         assert_eq!(sock.recv_capacity(), 65536);

@@ -200,10 +200,21 @@ impl TunDevice {
     /// Writes packets in order; with offload, runs of one connection's
     /// segments go out merged, one write each. The kernel drops what its
     /// queue cannot take, like a wire would, so errors are not reported.
+    /// From an application thread: a batch goes through the thread's own
+    /// ring (see [`packet_io`]).
     pub fn send_all(&self, packets: &mut Vec<Vec<u8>>) {
+        self.send(packets, self.uring);
+    }
+
+    /// [`TunDevice::send_all`] with a system call per packet.
+    fn send_each(&self, packets: &mut Vec<Vec<u8>>) {
+        self.send(packets, false);
+    }
+
+    fn send(&self, packets: &mut Vec<Vec<u8>>, rings: bool) {
         match &self.fd {
             Descriptor::Plain(iface) => {
-                let batched = if self.uring && packets.len() >= packet_io::WRITER_BATCH {
+                let batched = if rings && packets.len() >= packet_io::WRITER_BATCH {
                     packet_io::write_batch(iface.as_raw_fd(), packets)
                 } else {
                     0

@@ -80,12 +80,12 @@ impl Engine {
     }
 
     /// A new TCP socket (in a set of its own) with our buffer sizes and
-    /// timestamps enabled.
-    pub fn new_socket(rx: usize, tx: usize) -> (ConnSockets, SocketHandle) {
-        let (mut set, handle) = ConnSockets::tcp(rx, tx);
+    /// timestamps enabled; `None` when there is no memory for its buffers.
+    pub fn new_socket(rx: usize, tx: usize) -> Option<(ConnSockets, SocketHandle)> {
+        let (mut set, handle) = ConnSockets::tcp(rx, tx)?;
         set.get_mut::<tcp::Socket>(handle)
             .set_tsval_generator(Some(tsval));
-        (set, handle)
+        Some((set, handle))
     }
 
     /// Starts an active open on `socket` from `local_port` to `remote` (SYN-SENT);

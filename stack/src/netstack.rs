@@ -482,16 +482,24 @@ impl NetStack {
         } else {
             None
         };
-        if let Some(reason) = drop {
-            self.stats.syns_dropped += 1;
-            self.emit(now, Event::SynDropped { quad, reason });
-            return;
-        }
+        // Out of memory for its buffers is a limit on sockets too.
+        let made = match drop {
+            None => Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer)
+                .ok_or(SynDropReason::SocketLimit),
+            Some(reason) => Err(reason),
+        };
+        let (mut sockets, handle) = match made {
+            Ok(made) => made,
+            Err(reason) => {
+                self.stats.syns_dropped += 1;
+                self.emit(now, Event::SynDropped { quad, reason });
+                return;
+            }
+        };
         let listener_addr = listener.local;
 
         let id = SocketId(self.next_id);
         self.next_id += 1;
-        let (mut sockets, handle) = Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer);
         let endpoint = IpListenEndpoint {
             addr: Some(IpAddress::from(quad.local.ip())),
             port,
@@ -1334,7 +1342,13 @@ impl NetStack {
             }
         };
         let quad = quad_for(port);
-        let (mut sockets, handle) = Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer);
+        let (mut sockets, handle) = Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "no memory for the connection's buffers: lower --buffer or close connections",
+                )
+            })?;
         self.engine
             .connect(
                 sockets.get_mut::<tcp::Socket>(handle),

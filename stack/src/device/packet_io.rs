@@ -61,13 +61,11 @@ struct Uring {
     wake_armed: bool,
     /// Whether the wake-up eventfd fired since the last `wait`.
     kicked: bool,
-    /// Why reads through the ring failed, if they did.
+    /// Why the ring failed (a read, or `io_uring_enter` itself), if it did.
     failed: Option<io::Error>,
     /// Packets being written, by slot, kept until their completion.
     writing: Vec<Option<Vec<u8>>>,
     free_slots: Vec<u32>,
-    /// Whether an unexpected error was already logged.
-    complained: bool,
 }
 
 impl<'d> PacketIo<'d> {
@@ -129,7 +127,24 @@ impl<'d> PacketIo<'d> {
                 unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
                 fds[1].revents != 0
             }
-            Way::Uring(u) => u.wait(self.device.as_raw_fd(), self.wake, timeout),
+            Way::Uring(u) => {
+                let kicked = u.wait(self.device.as_raw_fd(), self.wake, timeout);
+                self.fall_back_if_failed();
+                kicked
+            }
+        }
+    }
+
+    /// After a failure of the ring, the rest of the run uses plain calls.
+    fn fall_back_if_failed(&mut self) {
+        if let Way::Uring(u) = &mut self.way
+            && let Some(e) = u.failed.take()
+        {
+            warn!(target: "portlab",
+                "io_uring failed ({e}): from now on the device is read and written a packet per system call");
+            self.way = Way::Calls {
+                buf: vec![0; 65536 + 1024],
+            };
         }
     }
 
@@ -148,13 +163,7 @@ impl<'d> PacketIo<'d> {
             }
             Way::Uring(u) => {
                 u.receive(&mut f);
-                if let Some(e) = u.failed.take() {
-                    warn!(target: "portlab",
-                        "reading the TUN device through io_uring failed ({e}): from now on a packet per system call");
-                    self.way = Way::Calls {
-                        buf: vec![0; 65536 + 1024],
-                    };
-                }
+                self.fall_back_if_failed();
             }
         }
     }
@@ -162,8 +171,11 @@ impl<'d> PacketIo<'d> {
     /// Writes packets in order and empties `packets`.
     pub fn send_all(&mut self, packets: &mut Vec<Vec<u8>>) {
         match &mut self.way {
-            Way::Calls { .. } => self.device.send_all(packets),
-            Way::Uring(u) => u.send_all(self.device.as_raw_fd(), packets),
+            Way::Calls { .. } => self.device.send_each(packets),
+            Way::Uring(u) => {
+                u.send_all(self.device.as_raw_fd(), packets);
+                self.fall_back_if_failed();
+            }
         }
     }
 }
@@ -191,33 +203,39 @@ impl Uring {
             failed: None,
             writing: Vec::new(),
             free_slots: Vec::new(),
-            complained: false,
         })
     }
 
-    fn push(&mut self, sqe: Sqe) {
+    /// Queues an entry, submitting what is queued if the queue is full;
+    /// `false` if the ring fails (see `failed`).
+    fn push(&mut self, sqe: Sqe) -> bool {
         while !self.ring.push(sqe) {
-            self.enter(None);
+            if !self.enter(None) {
+                return false;
+            }
             self.reap();
         }
+        true
     }
 
-    fn enter(&mut self, wait: Option<(u32, Option<Duration>)>) {
-        if let Err(e) = self.ring.enter(wait)
-            && !std::mem::replace(&mut self.complained, true)
-        {
-            warn!(target: "portlab", "io_uring_enter failed: {e}");
+    /// `false` if the ring fails: the first error is kept in `failed`,
+    /// and the runtime goes back to plain calls.
+    fn enter(&mut self, wait: Option<(u32, Option<Duration>)>) -> bool {
+        match self.ring.enter(wait) {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                false
+            }
         }
     }
 
     fn wait(&mut self, device: RawFd, wake: RawFd, timeout: Duration) -> bool {
         if !self.read_armed {
-            self.push(Sqe::read_multishot(device, self.reads.group(), TAG_READ));
-            self.read_armed = true;
+            self.read_armed = self.push(Sqe::read_multishot(device, self.reads.group(), TAG_READ));
         }
         if !self.wake_armed {
-            self.push(Sqe::poll_readable_multishot(wake, TAG_WAKE));
-            self.wake_armed = true;
+            self.wake_armed = self.push(Sqe::poll_readable_multishot(wake, TAG_WAKE));
         }
         // What is already there (write completions, mostly) must not end
         // the wait by itself: collected first, it leaves the wait to what
@@ -297,7 +315,11 @@ impl Uring {
             // keeps its heap buffer) until this write's completion.
             let sqe = unsafe { Sqe::write(device, &p, TAG_WRITE | u64::from(slot)) };
             self.writing[slot as usize] = Some(p);
-            self.push(sqe);
+            if !self.push(sqe) {
+                // Never submitted: dropped, as a failing wire would.
+                self.writing[slot as usize] = None;
+                self.free_slots.push(slot);
+            }
         }
         // Out now, so that they are not overtaken by packets application
         // threads write directly. A TUN write completes as it is submitted
@@ -419,12 +441,18 @@ pub(super) fn write_batch(fd: RawFd, packets: &[Vec<u8>]) -> usize {
                             return done;
                         }
                         Err(_) => {
-                            // Submitted; only the wait failed. A TUN write
-                            // completes as it is submitted, so after a few
-                            // tries they are done.
+                            // Submitted; only the wait failed. After a few
+                            // tries the ring is given up (leaked, as above:
+                            // a write it still holds must not find its
+                            // packet freed by a later reuse of the ring),
+                            // and the caller writes the rest.
                             failures += 1;
                             if failures == 3 {
-                                return packets.len();
+                                if let Some(Some(r)) = w.take() {
+                                    std::mem::forget(r);
+                                }
+                                *w = Some(None);
+                                return done + n as usize;
                             }
                         }
                     }
