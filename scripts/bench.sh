@@ -52,9 +52,11 @@ CLIENT_CPU=$([ "$CPUS" -ge 2 ] && echo 1 || echo 0)
 RESULTS="$LAB_TMP/results.txt"
 : >"$RESULTS"
 record() { echo "$1 $2" >>"$RESULTS"; }
-# portlab's default buffer per connection (NetConfig::rx_buffer, tx_buffer).
-PORTLAB_BUFFER_KIB=1024
-record buffer_kib "$PORTLAB_BUFFER_KIB"
+# portlab's default buffers per connection (NetConfig::rx_buffer, tx_buffer).
+PORTLAB_RX_KIB=1024
+PORTLAB_TX_KIB=256
+record rx_kib "$PORTLAB_RX_KIB"
+record tx_kib "$PORTLAB_TX_KIB"
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 
@@ -87,10 +89,11 @@ NS_S=portlab-bench-stock
 S_ADDR=10.205.80.2
 lab_ns "$NS_S"
 STOCK_PID=""
-# stock_start BUFFER_KIB LISTENERS
+# stock_start RECEIVE_KIB LISTENERS [SEND_KIB]
 stock_start() {
     ip netns exec "$NS_S" taskset -c "$SERVER_CPU" "$PORTLAB_ROOT/target/release/smoltcp-server" \
-        --tun plstock0 --addr "$S_ADDR/24" --buffer "$1" --listeners "$2" >"$LAB_TMP/stock.log" 2>&1 &
+        --tun plstock0 --addr "$S_ADDR/24" --buffer "$1" --send-buffer "${3:-$1}" --listeners "$2" \
+        >"$LAB_TMP/stock.log" 2>&1 &
     STOCK_PID=$!
     LAB_PIDS+=("$STOCK_PID")
     local i
@@ -228,12 +231,13 @@ bulk_both() {
     done
 }
 echo "== bulk, stock smoltcp: $((BULK_BYTES >> 20)) MiB each direction"
-# Stock smoltcp with portlab's buffer size, and with its examples' 64 KiB.
-for kib in $(printf '%s\n' "$PORTLAB_BUFFER_KIB" 64 | sort -un); do
-    stock_start "$kib" 1
-    bulk_both "$NS_S" "$S_ADDR" "stock_$kib" "stock smoltcp, $kib KiB buffers"
-    stock_stop
-done
+# Stock smoltcp with portlab's buffer sizes, and with its examples' 64 KiB.
+stock_start "$PORTLAB_RX_KIB" 1 "$PORTLAB_TX_KIB"
+bulk_both "$NS_S" "$S_ADDR" stock_same "stock smoltcp, $PORTLAB_RX_KIB KiB receive and $PORTLAB_TX_KIB KiB send buffers"
+stock_stop
+stock_start 64 1
+bulk_both "$NS_S" "$S_ADDR" stock_64 "stock smoltcp, 64 KiB buffers"
+stock_stop
 
 echo "== bulk: $((BULK_BYTES >> 20)) MiB each direction"
 iperf_gbit() {
@@ -335,10 +339,10 @@ def row(name, p, cname, c, target, higher_is_better=True, unit=""):
                  "unit": unit, "ratio": round(ratio, 3),
                  "target": (">= " if higher_is_better else "<= ") + str(target), "meets": meets})
 
-buf = int(r["buffer_kib"])
+rx, tx = int(r["rx_kib"]), int(r["tx_kib"])
 for d, label in (("recv", "bulk stack -> kernel"), ("send", "bulk kernel -> stack")):
     p = r[f"bulk.{d}.portlab"]
-    row(label, p, f"stock smoltcp, same {buf} KiB buffers", r[f"bulk.{d}.stock_{buf}"], 1.0, unit="Gbit/s")
+    row(label, p, f"stock smoltcp, same buffers ({rx} KiB receive, {tx} KiB send)", r[f"bulk.{d}.stock_same"], 1.0, unit="Gbit/s")
     row(label, p, "stock smoltcp, its examples' 64 KiB buffers", r[f"bulk.{d}.stock_64"], 1.3, unit="Gbit/s")
     row(label, p, "same services, kernel over veth, offloads off", r[f"bulk.{d}.kernel_off"], 0.5, unit="Gbit/s")
     row(label + ", portlab --offload", r[f"bulk.{d}.portlab_offload"], "same services, kernel, offloads on",

@@ -205,11 +205,16 @@ pub struct DeviceArgs {
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..))]
     pub mtu: u16,
 
-    /// Receive and send buffer of each connection, in KiB (its receive
-    /// window; more than 64 needs window scaling) [default: 1024]. Memory is
-    /// used only as data arrives: an idle connection costs none of it.
+    /// Receive and send buffer of each connection, in KiB (the receive
+    /// buffer is its window; more than 64 needs window scaling) [default:
+    /// 1024 receive, 256 send]. Memory is used only as data arrives: an
+    /// idle connection costs none of it.
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=16384))]
     pub buffer: Option<u32>,
+
+    /// Send buffer of each connection, in KiB, whatever --buffer says.
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=16384))]
+    pub send_buffer: Option<u32>,
 
     /// Segmentation offload both ways: open the TUN device with a
     /// virtio-net header, write runs of one connection's segments as one
@@ -458,6 +463,9 @@ impl DeviceArgs {
         net.mtu = usize::from(self.mtu);
         if let Some(kib) = self.buffer {
             net.rx_buffer = kib as usize * 1024;
+            net.tx_buffer = kib as usize * 1024;
+        }
+        if let Some(kib) = self.send_buffer {
             net.tx_buffer = kib as usize * 1024;
         }
         net.seed = self.seed.unwrap_or_else(random_seed);

@@ -60,7 +60,10 @@ pub struct NetConfig {
     /// keeps a fast sender from waiting for ours to open: kernel-to-stack
     /// transfers run about a third faster than with 256 KiB.
     pub rx_buffer: usize,
-    /// Send buffer per connection, bytes.
+    /// Send buffer per connection, bytes (256 KiB). Larger, smoltcp's loss
+    /// recovery (a go-back-N resend of everything in flight after a
+    /// timeout) makes a transfer through a lossy link about ten times
+    /// slower; without loss it gains nothing.
     pub tx_buffer: usize,
     /// Sockets (connections) the stack will hold at most.
     pub max_sockets: usize,
@@ -94,7 +97,7 @@ impl NetConfig {
             // may still answer.
             orphan_timeout: Duration::from_secs(180),
             rx_buffer: 1024 * 1024,
-            tx_buffer: 1024 * 1024,
+            tx_buffer: 256 * 1024,
             max_sockets: 16 * 1024,
             event_burst: 2000,
             event_rate: 1000,

@@ -13,7 +13,7 @@
 //! request head gets a fixed 300-byte page; `Connection: close` closes),
 //! echo on 7, discard on 9, chargen on 19.
 //!
-//!     smoltcp-server --tun plstock0 --addr 10.205.80.2/24 [--buffer KIB] [--listeners N]
+//!     smoltcp-server --tun plstock0 --addr 10.205.80.2/24 [--buffer KIB] [--send-buffer KIB] [--listeners N]
 //!
 //! The TUN device is created here; give the kernel side its address with
 //! `ip addr add 10.205.80.1/24 dev plstock0 && ip link set plstock0 up`.
@@ -42,6 +42,9 @@ struct Args {
     /// Receive and send buffer per socket, KiB.
     #[arg(long, default_value_t = 64)]
     buffer: usize,
+    /// Send buffer per socket, KiB [default: --buffer].
+    #[arg(long)]
+    send_buffer: Option<usize>,
     /// Sockets kept listening on each port.
     #[arg(long, default_value_t = 1)]
     listeners: usize,
@@ -97,6 +100,7 @@ fn main() {
     let mut sockets = SocketSet::new(vec![]);
     let mut conns: HashMap<SocketHandle, Conn> = HashMap::new();
     let buffer = args.buffer * 1024;
+    let send_buffer = args.send_buffer.unwrap_or(args.buffer) * 1024;
     let page = http_page();
     let chargen: Vec<u8> = (0..64 * 1024).map(|i| b' ' + (i % 95) as u8).collect();
     let mut scratch = vec![0u8; 64 * 1024];
@@ -126,7 +130,7 @@ fn main() {
             for _ in listening.get(&port).copied().unwrap_or(0)..args.listeners {
                 let mut s = tcp::Socket::new(
                     tcp::SocketBuffer::new(vec![0u8; buffer]),
-                    tcp::SocketBuffer::new(vec![0u8; buffer]),
+                    tcp::SocketBuffer::new(vec![0u8; send_buffer]),
                 );
                 let _ = s.listen(port);
                 let h = sockets.add(s);
