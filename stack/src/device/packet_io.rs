@@ -51,6 +51,16 @@ enum Way {
     Uring(Box<Uring>),
 }
 
+impl Way {
+    /// A call per packet, into a buffer for the largest packet: 64 KiB
+    /// merged by the kernel (`--offload`) behind an IPv6 header.
+    fn calls() -> Way {
+        Way::Calls {
+            buf: vec![0; 65536 + 1024],
+        }
+    }
+}
+
 struct Uring {
     ring: Ring,
     reads: ManuallyDrop<BufferRing>,
@@ -74,14 +84,10 @@ impl<'d> PacketIo<'d> {
     pub fn new(device: &'d TunDevice, wake: RawFd) -> PacketIo<'d> {
         let way = if !device.uring {
             info!(target: "portlab", "the device is read and written a packet per system call (--no-io-uring)");
-            Way::Calls {
-                buf: vec![0; 65536 + 1024],
-            }
+            Way::calls()
         } else if !device.is_plain() {
             info!(target: "portlab", "with --offload the device is read and written a packet per system call");
-            Way::Calls {
-                buf: vec![0; 65536 + 1024],
-            }
+            Way::calls()
         } else {
             match Uring::new() {
                 Ok(u) => {
@@ -91,18 +97,11 @@ impl<'d> PacketIo<'d> {
                 Err(e) => {
                     info!(target: "portlab",
                         "io_uring is not available ({e}): the device is read and written a packet per system call");
-                    Way::Calls {
-                        buf: vec![0; 65536 + 1024],
-                    }
+                    Way::calls()
                 }
             }
         };
         PacketIo { device, wake, way }
-    }
-
-    /// Whether packets move through io_uring.
-    pub fn uses_uring(&self) -> bool {
-        matches!(self.way, Way::Uring(_))
     }
 
     /// Sleeps until a packet arrives, the wake-up eventfd is written, or
@@ -142,9 +141,7 @@ impl<'d> PacketIo<'d> {
         {
             warn!(target: "portlab",
                 "io_uring failed ({e}): from now on the device is read and written a packet per system call");
-            self.way = Way::Calls {
-                buf: vec![0; 65536 + 1024],
-            };
+            self.way = Way::calls();
         }
     }
 
