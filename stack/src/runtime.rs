@@ -428,7 +428,7 @@ fn yield_to_applications() {
 pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, faults: FaultConfig) {
     let _stop = StopOnExit(&shared);
     yield_to_applications();
-    let mut io = PacketIo::new(&device, shared.wake.as_raw_fd());
+    let mut io = PacketIo::new(&device, shared.wake.as_raw_fd(), faults.any());
     // The lossy link, when asked for: one injector per direction.
     let mut lossy = faults
         .any()

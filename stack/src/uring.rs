@@ -728,4 +728,59 @@ mod tests {
                 .any(|c| c.user_data == 5 && c.res == -libc::ECANCELED)
         );
     }
+
+    /// A packet device hands over one packet per read, like a datagram
+    /// socket: packets queued together must all be read in one wait, not
+    /// one per later arrival.
+    #[test]
+    fn queued_datagrams_are_all_read_at_once() {
+        let Some(mut ring) = ring() else { return };
+        if !ring.supports_multishot_read() {
+            return;
+        }
+        let mut fds = [0; 2];
+        // SAFETY: a valid array for socketpair.
+        assert_eq!(
+            unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_DGRAM | libc::SOCK_NONBLOCK,
+                    0,
+                    fds.as_mut_ptr(),
+                )
+            },
+            0
+        );
+        // SAFETY: descriptors socketpair just gave us.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let bufs = BufferRing::new(&ring, 4, 16, 64).unwrap();
+        assert!(ring.push(Sqe::read_multishot(a.as_raw_fd(), bufs.group(), 1)));
+        ring.enter(Some((0, Some(Duration::ZERO)))).unwrap();
+        for i in 0..5u8 {
+            // SAFETY: a valid buffer for write(2).
+            assert_eq!(
+                unsafe { libc::write(b.as_raw_fd(), [i].as_ptr().cast(), 1) },
+                1
+            );
+        }
+        ring.enter(Some((1, Some(Duration::from_millis(100)))))
+            .unwrap();
+        let mut got = Vec::new();
+        ring.completions(&mut got);
+        assert_eq!(got.len(), 5, "{got:?}");
+        // And again, with the read armed and idle in between.
+        for i in 5..8u8 {
+            // SAFETY: as above.
+            assert_eq!(
+                unsafe { libc::write(b.as_raw_fd(), [i].as_ptr().cast(), 1) },
+                1
+            );
+        }
+        ring.enter(Some((1, Some(Duration::from_millis(100)))))
+            .unwrap();
+        got.clear();
+        ring.completions(&mut got);
+        assert_eq!(got.len(), 3, "{got:?}");
+        bufs.unregister(&ring).unwrap();
+    }
 }
