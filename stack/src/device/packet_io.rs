@@ -6,10 +6,10 @@
 //! arrive; a multishot poll watches the runtime's wake-up eventfd. One
 //! `io_uring_enter` then hands over the packets to write, sleeps until
 //! something arrives or the deadline passes, and collects every packet that
-//! came meanwhile. Without it (`--no-io-uring`, `--offload`, or a kernel or
-//! container without io_uring) the runtime sleeps in `poll(2)`, reads a
-//! packet per `read(2)` and writes one per `write(2)`. Both ways give the
-//! stack the same packets in the same order.
+//! came meanwhile. Without it (`--no-io-uring`, `--offload`, the lossy link,
+//! or a kernel or container without io_uring) the runtime sleeps in
+//! `poll(2)`, reads a packet per `read(2)` and writes one per `write(2)`.
+//! Both ways give the stack the same packets in the same order.
 
 use std::cell::RefCell;
 use std::io;
@@ -33,8 +33,10 @@ const TAG_WRITE: u64 = 3 << 32;
 const TAG_CANCEL: u64 = 4 << 32;
 const TAG_MASK: u64 = !0xffff_ffff;
 
-/// The buffers lent for reads: as many as one batch, each large enough for
-/// any IP packet (pages a packet does not reach are never touched).
+/// The buffers lent for reads, each large enough for any IP packet (pages a
+/// packet does not reach are never touched). A burst larger than this ends
+/// the multishot read with ENOBUFS; the next wait arms it again, and the
+/// packets wait in the device's queue meanwhile.
 const READ_BUFFERS: u16 = 128;
 const READ_BUFFER_LEN: usize = 65536;
 const BUFFER_GROUP: u16 = 0;
