@@ -757,7 +757,7 @@ test_lossy_link() {
     echo "    $big bytes to the echo service and back through the same link: ${got#* } s"
     [ "${got%% *}" = same ] || fail "the echoed bytes differ: $got" || return 1
     portlab_stop INT
-    grep -o 'lossy link.*' "$LOG" | sed 's/^/    /' | cut -c1-160
+    grep -o 'lossy link, in:.*' "$LOG" | sed 's/^/    /' | cut -c1-160
     setup lossy_link_30 --drop 30
     got=$(lossy_fetch "$hard")
     echo "    $hard bytes through 30% drop each way: ${got#* } s"
