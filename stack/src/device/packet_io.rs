@@ -380,8 +380,9 @@ const WRITER_RINGS: usize = 64;
 
 static WRITER_RINGS_OPEN: AtomicUsize = AtomicUsize::new(0);
 
-/// One application thread's ring for writes, counted while it exists.
-struct WriterRing(Ring);
+/// One application thread's ring for writes, counted while it exists, and
+/// the completions it collects (kept, so that a batch allocates nothing).
+struct WriterRing(Ring, Vec<Cqe>);
 
 impl WriterRing {
     fn new() -> Option<WriterRing> {
@@ -390,7 +391,7 @@ impl WriterRing {
             .then(|| Ring::new(64, 128).ok())
             .flatten()
         {
-            Some(r) => Some(WriterRing(r)),
+            Some(r) => Some(WriterRing(r, Vec::new())),
             None => {
                 WRITER_RINGS_OPEN.fetch_sub(1, Ordering::Relaxed);
                 None
@@ -417,11 +418,10 @@ pub(super) fn write_batch(fd: RawFd, packets: &[Vec<u8>]) -> usize {
     WRITER
         .try_with(|w| {
             let mut w = w.borrow_mut();
-            let Some(WriterRing(ring)) = w.get_or_insert_with(WriterRing::new) else {
+            let Some(WriterRing(ring, cqes)) = w.get_or_insert_with(WriterRing::new) else {
                 return 0;
             };
             let mut done = 0;
-            let mut cqes = Vec::new();
             while done < packets.len() {
                 let mut n = 0;
                 for p in &packets[done..] {
@@ -465,7 +465,7 @@ pub(super) fn write_batch(fd: RawFd, packets: &[Vec<u8>]) -> usize {
                         }
                     }
                     cqes.clear();
-                    ring.completions(&mut cqes);
+                    ring.completions(cqes);
                     finished += cqes.len() as u32;
                 }
                 done += n as usize;
