@@ -10,7 +10,8 @@
 #              directions, MTU 1500: portlab vs stock smoltcp (same buffers, and
 #              its examples' 64 KiB) and vs the same services on kernel sockets
 #              over veth with offloads off; portlab --offload vs offloads on;
-#              iperf3 for reference
+#              iperf3 for reference. All of these servers run at once and each
+#              round measures every one (7 rounds: bulk is fast, and noisy)
 #   keepalive  small GET on 50 keep-alive connections (wrk): portlab vs the
 #              same server on kernel sockets (portlab kernel-serve); nginx for reference
 #   newconn    a new connection per request, 50 at a time (wrk, Connection: close)
@@ -32,9 +33,10 @@ cd "$(dirname "$0")/.."
 QUICK=0
 [ "${1:-}" = --quick ] && QUICK=1
 if [ "$QUICK" = 1 ]; then
-    DURATION=2 ROUNDS=1 BULK_BYTES=$((64 << 20)) PINGS=2000 HOLDS="10 1000"
+    DURATION=2 ROUNDS=1 BULK_ROUNDS=1 BULK_BYTES=$((64 << 20)) PINGS=2000 HOLDS="10 1000"
 else
-    DURATION=10 ROUNDS=3 BULK_BYTES=$((1 << 30)) PINGS=20000 HOLDS="10 1000 10000"
+    # A bulk transfer takes seconds: more rounds for a steadier median.
+    DURATION=10 ROUNDS=3 BULK_ROUNDS=7 BULK_BYTES=$((1 << 30)) PINGS=20000 HOLDS="10 1000 10000"
 fi
 
 require_root "scripts/bench.sh"
@@ -82,32 +84,41 @@ portlab_bench_start() {
     LAB_PIDS+=("$PORTLAB_PID")
     wait_http "$NS_P" "http://$P_ADDR/you" "$LAB_TMP/portlab.log" portlab
 }
+# A second portlab, with --offload, beside the first during the bulk runs.
+NS_PO=portlab-bench-offload
+lab_ns "$NS_PO"
 
 # Stock smoltcp (bench/src/bin/smoltcp-server.rs) on a TUN of its own in a
-# fourth namespace; its kernel side is 10.205.80.1.
+# namespace of its own; its kernel side is 10.205.80.1. Two at once for the
+# bulk runs (portlab's buffer sizes, and its examples' 64 KiB).
 NS_S=portlab-bench-stock
+NS_S64=portlab-bench-stock64
 S_ADDR=10.205.80.2
 lab_ns "$NS_S"
+lab_ns "$NS_S64"
 STOCK_PID=""
-# stock_start RECEIVE_KIB LISTENERS [SEND_KIB]
+# stock_start NS RECEIVE_KIB LISTENERS [SEND_KIB]: sets STOCK_PID.
 stock_start() {
-    ip netns exec "$NS_S" taskset -c "$SERVER_CPU" "$PORTLAB_ROOT/target/release/smoltcp-server" \
+    local ns=$1
+    shift
+    ip netns exec "$ns" taskset -c "$SERVER_CPU" "$PORTLAB_ROOT/target/release/smoltcp-server" \
         --tun plstock0 --addr "$S_ADDR/24" --buffer "$1" --send-buffer "${3:-$1}" --listeners "$2" \
-        >"$LAB_TMP/stock.log" 2>&1 &
+        >"$LAB_TMP/stock-$ns.log" 2>&1 &
     STOCK_PID=$!
     LAB_PIDS+=("$STOCK_PID")
     local i
     for i in $(seq 100); do
-        ip netns exec "$NS_S" ip link show plstock0 >/dev/null 2>&1 && break
+        ip netns exec "$ns" ip link show plstock0 >/dev/null 2>&1 && break
         sleep 0.05
     done
-    ip netns exec "$NS_S" ip addr add 10.205.80.1/24 dev plstock0
-    ip netns exec "$NS_S" ip link set plstock0 up
-    wait_http "$NS_S" "http://$S_ADDR/" "$LAB_TMP/stock.log" "the stock smoltcp server"
+    ip netns exec "$ns" ip addr add 10.205.80.1/24 dev plstock0
+    ip netns exec "$ns" ip link set plstock0 up
+    wait_http "$ns" "http://$S_ADDR/" "$LAB_TMP/stock-$ns.log" "the stock smoltcp server"
 }
-stock_stop() {
-    kill "$STOCK_PID" 2>/dev/null
-    wait "$STOCK_PID" 2>/dev/null
+# stop_pid PID
+stop_pid() {
+    kill "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
 }
 
 # The kernel: servers in one namespace, clients in another, a veth pair between.
@@ -216,53 +227,52 @@ record latency.p99.kernel "$(printf '%s\n' "${k99[@]}" | median)"
 echo "   portlab p50 ${p50[*]} p99 ${p99[*]}; kernel p50 ${k50[*]} p99 ${k99[*]} (µs)"
 
 bulk_gbit() { client "$1" "$BENCH_BIN" bulk "$2" "$3" --bytes "$BULK_BYTES" | json_field gbit_s; }
-# bulk_both NS ADDR KEY LABEL: ROUNDS transfers each way (recv from chargen,
-# send to discard); records bulk.DIR.KEY, the median.
-bulk_both() {
-    local ns=$1 addr=$2 key=$3 label=$4 dir port runs r
-    for dir in recv send; do
-        port=$([ "$dir" = recv ] && echo 19 || echo 9)
-        runs=()
-        for r in $(seq "$ROUNDS"); do
-            runs+=("$(bulk_gbit "$ns" "$dir" "$addr:$port")")
-        done
-        record "bulk.$dir.$key" "$(printf '%s\n' "${runs[@]}" | median)"
-        echo "   $label, $dir: ${runs[*]} Gbit/s"
-    done
-}
-echo "== bulk, stock smoltcp: $((BULK_BYTES >> 20)) MiB each direction"
-# Stock smoltcp with portlab's buffer sizes, and with its examples' 64 KiB.
-stock_start "$PORTLAB_RX_KIB" 1 "$PORTLAB_TX_KIB"
-bulk_both "$NS_S" "$S_ADDR" stock_same "stock smoltcp, $PORTLAB_RX_KIB KiB receive and $PORTLAB_TX_KIB KiB send buffers"
-stock_stop
-stock_start 64 1
-bulk_both "$NS_S" "$S_ADDR" stock_64 "stock smoltcp, 64 KiB buffers"
-stock_stop
-
-echo "== bulk: $((BULK_BYTES >> 20)) MiB each direction"
+echo "== bulk: $((BULK_BYTES >> 20)) MiB each direction, $BULK_ROUNDS rounds, every server in each round"
+# All servers run at once, idle but for the transfer at hand, so that each
+# round measures every one of them within seconds of the others.
+stock_start "$NS_S" "$PORTLAB_RX_KIB" 1 "$PORTLAB_TX_KIB"
+STOCK_SAME_PID=$STOCK_PID
+stock_start "$NS_S64" 64 1
+STOCK_64_PID=$STOCK_PID
+ip netns exec "$NS_PO" taskset -c "$SERVER_CPU" "$PORTLAB_BIN" --log-level warn serve \
+    --inetd --udp-port 0 --offload >"$LAB_TMP/portlab-offload.log" 2>&1 &
+OFFLOAD_PID=$!
+LAB_PIDS+=("$OFFLOAD_PID")
+wait_http "$NS_PO" "http://$P_ADDR/you" "$LAB_TMP/portlab-offload.log" "portlab --offload"
 iperf_gbit() {
     client "$NS_KC" iperf3 -c "$K_ADDR" -n "$BULK_BYTES" -J "$@" 2>/dev/null |
         python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9, 3))'
 }
 for dir in recv send; do
     port=$([ "$dir" = recv ] && echo 19 || echo 9)
-    p=() koff=() kon=() ioff=() ion=()
-    for r in $(seq "$ROUNDS"); do
+    p=() po=() ss=() s64=() koff=() kon=() ioff=() ion=()
+    for r in $(seq "$BULK_ROUNDS"); do
         p+=("$(bulk_gbit "$NS_P" "$dir" "$P_ADDR:$port")")
+        ss+=("$(bulk_gbit "$NS_S" "$dir" "$S_ADDR:$port")")
+        s64+=("$(bulk_gbit "$NS_S64" "$dir" "$S_ADDR:$port")")
         offloads off
         koff+=("$(bulk_gbit "$NS_KC" "$dir" "$K_ADDR:$port")")
         ioff+=("$(iperf_gbit $([ "$dir" = recv ] && echo -R))")
+        po+=("$(bulk_gbit "$NS_PO" "$dir" "$P_ADDR:$port")")
         offloads on
         kon+=("$(bulk_gbit "$NS_KC" "$dir" "$K_ADDR:$port")")
         ion+=("$(iperf_gbit $([ "$dir" = recv ] && echo -R))")
     done
     record "bulk.$dir.portlab" "$(printf '%s\n' "${p[@]}" | median)"
+    record "bulk.$dir.portlab_offload" "$(printf '%s\n' "${po[@]}" | median)"
+    record "bulk.$dir.stock_same" "$(printf '%s\n' "${ss[@]}" | median)"
+    record "bulk.$dir.stock_64" "$(printf '%s\n' "${s64[@]}" | median)"
     record "bulk.$dir.kernel_off" "$(printf '%s\n' "${koff[@]}" | median)"
     record "bulk.$dir.kernel_on" "$(printf '%s\n' "${kon[@]}" | median)"
     record "bulk.$dir.iperf_off" "$(printf '%s\n' "${ioff[@]}" | median)"
     record "bulk.$dir.iperf_on" "$(printf '%s\n' "${ion[@]}" | median)"
-    echo "   $dir: portlab ${p[*]}; kernel offloads off ${koff[*]}, on ${kon[*]}; iperf3 off ${ioff[*]}, on ${ion[*]} (Gbit/s)"
+    echo "   $dir: portlab ${p[*]}; stock smoltcp, $PORTLAB_RX_KIB KiB receive and $PORTLAB_TX_KIB KiB send buffers ${ss[*]}, 64 KiB ${s64[*]}"
+    echo "   $dir: kernel offloads off ${koff[*]}; iperf3 ${ioff[*]} (Gbit/s)"
+    echo "   $dir: portlab --offload ${po[*]}; kernel offloads on ${kon[*]}; iperf3 ${ion[*]} (Gbit/s)"
 done
+stop_pid "$STOCK_SAME_PID"
+stop_pid "$STOCK_64_PID"
+stop_pid "$OFFLOAD_PID"
 
 # flat_cost NAME NS ADDR PID: for each size in HOLDS, hold that many idle
 # connections to ADDR:80 and run keep-alive GETs beside them; records the
@@ -305,26 +315,21 @@ flat_cost() {
     done
 }
 
-echo "== bulk with segmentation offload (portlab --offload)"
-portlab_stop INT
-portlab_bench_start --offload
-bulk_both "$NS_P" "$P_ADDR" portlab_offload "portlab --offload"
-
 echo "== flat cost and memory: keep-alive GETs beside idle connections"
 portlab_stop INT
 portlab_bench_start --model event-loop --header-timeout 3600
 flat_cost portlab "$NS_P" "$P_ADDR" "$PORTLAB_PID"
 portlab_stop INT
 # Stock smoltcp keeps 64 sockets listening, so that wrk's 50 connections get in.
-stock_start 64 64
+stock_start "$NS_S" 64 64
 flat_cost stock "$NS_S" "$S_ADDR" "$STOCK_PID"
-stock_stop
+stop_pid "$STOCK_PID"
 
 mkdir -p target/bench
 MACHINE="$(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), Linux $(uname -r)"
-python3 - "$RESULTS" "$MACHINE" "$DURATION" "$ROUNDS" "$BULK_BYTES" "$PINGS" "$HOLDS" <<'PY'
+python3 - "$RESULTS" "$MACHINE" "$DURATION" "$ROUNDS" "$BULK_BYTES" "$PINGS" "$HOLDS" "$BULK_ROUNDS" <<'PY'
 import json, sys
-path, machine, duration, rounds, bulk_bytes, pings, holds = sys.argv[1:8]
+path, machine, duration, rounds, bulk_bytes, pings, holds, bulk_rounds = sys.argv[1:9]
 r = {}
 for line in open(path):
     k, v = line.split()
@@ -365,7 +370,8 @@ stock_per_conn = (r[f"memory.stock.rss_kib.{big}"] - r["memory.stock.rss_kib.10"
 def fmt(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
 
-lines = [f"Machine: {machine}. {rounds} round(s); wrk runs of {duration} s; bulk {int(bulk_bytes) >> 20} MiB; "
+lines = [f"Machine: {machine}. {rounds} round(s); wrk runs of {duration} s; bulk {int(bulk_bytes) >> 20} MiB, "
+         f"{bulk_rounds} round(s); "
          f"{pings} ping-pongs; medians. portlab and the servers on CPU 0, the load on CPU 1.", "",
          "| workload | portlab | comparator | ratio | target |", "|---|---|---|---|---|"]
 for x in rows:
@@ -392,7 +398,8 @@ lines += ["", "References in the same run: "
           f"its buffers, mapped but untouched); stock smoltcp {stock_per_conn:.1f} KiB resident."]
 print("\n".join(lines))
 open("target/bench/results.md", "w").write("\n".join(lines) + "\n")
-json.dump({"machine": machine, "rounds": int(rounds), "wrk_seconds": int(duration), "bulk_bytes": int(bulk_bytes),
+json.dump({"machine": machine, "rounds": int(rounds), "bulk_rounds": int(bulk_rounds),
+           "wrk_seconds": int(duration), "bulk_bytes": int(bulk_bytes),
            "pings": int(pings), "rows": rows, "raw": r}, open("target/bench/results.json", "w"), indent=2)
 PY
 echo
