@@ -84,8 +84,16 @@ impl Stream for std::net::TcpStream {
         Write::write_all(&mut &*self, data).map_err(timeout_as_timed_out)
     }
     fn write_all_then_shutdown(&self, data: &[u8]) -> io::Result<()> {
-        Stream::write_all(self, data)?;
-        self.shutdown(Shutdown::Write)
+        // Corked, the last bytes and the FIN leave in one segment, as
+        // portlab's do. Sent apart, a client that closes as soon as it has
+        // the whole response sometimes closes first and keeps the 4-tuple
+        // in TIME-WAIT itself: measured, with a new connection per request
+        // about 3% of wrk's ports, until after some 40 s every port is
+        // waiting and the rate falls from 15,000 requests/s to 400.
+        cork(self, true);
+        let done = Stream::write_all(self, data).and_then(|()| self.shutdown(Shutdown::Write));
+        cork(self, false);
+        done
     }
     fn set_read_timeout(&self, t: Option<Duration>) {
         // A zero timeout is an error for std::net; the smallest one instead.
@@ -120,5 +128,21 @@ fn timeout_as_timed_out(e: io::Error) -> io::Error {
         io::Error::new(io::ErrorKind::TimedOut, e)
     } else {
         e
+    }
+}
+
+/// Sets `TCP_CORK`: while on, the kernel sends only full segments (and
+/// whatever a shutdown flushes, with its FIN).
+fn cork(stream: &std::net::TcpStream, on: bool) {
+    let v: libc::c_int = on.into();
+    // SAFETY: a valid int option on a TCP socket's descriptor.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
