@@ -131,11 +131,7 @@ NS_KC=portlab-bench-kcli
 K_ADDR=10.204.80.2
 lab_ns "$NS_KS"
 lab_ns "$NS_KC"
-ip link add pbench0 netns "$NS_KS" type veth peer name pbench1 netns "$NS_KC"
-ip netns exec "$NS_KS" ip addr add "$K_ADDR/24" dev pbench0
-ip netns exec "$NS_KC" ip addr add 10.204.80.1/24 dev pbench1
-ip netns exec "$NS_KS" ip link set pbench0 up
-ip netns exec "$NS_KC" ip link set pbench1 up
+lab_veth "$NS_KS" pbench0 "$K_ADDR" "$NS_KC" pbench1 10.204.80.1
 offloads() {
     ip netns exec "$NS_KS" ethtool -K pbench0 tso "$1" gso "$1" gro "$1" >/dev/null 2>&1
     ip netns exec "$NS_KC" ethtool -K pbench1 tso "$1" gso "$1" gro "$1" >/dev/null 2>&1

@@ -1011,11 +1011,7 @@ test_kernel_serve_closes_first() {
     local cns="pl-it-$$-kscc" log="$LAB_TMP/kernel_serve_closes_first.log" pid i
     lab_ns "$NS"
     lab_ns "$cns"
-    ip link add plks0 netns "$NS" type veth peer name plks1 netns "$cns"
-    in_ns ip addr add 10.209.80.2/24 dev plks0
-    in_ns ip link set plks0 up
-    ip netns exec "$cns" ip addr add 10.209.80.1/24 dev plks1
-    ip netns exec "$cns" ip link set plks1 up
+    lab_veth "$NS" plks0 10.209.80.2 "$cns" plks1 10.209.80.1
     local cpu1
     cpu1=$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)
     in_ns taskset -c 0 "$PORTLAB_BIN" --log-level warn kernel-serve --listen 10.209.80.2 --port 8080 >"$log" 2>&1 &

@@ -61,6 +61,17 @@ lab_ns() {
     ip netns exec "$1" ip link set lo up
 }
 
+# lab_veth NS_A DEV_A ADDR_A NS_B DEV_B ADDR_B: a veth pair between two lab
+# namespaces, each end with its address (a /24) and up. Deleting either
+# namespace deletes the pair.
+lab_veth() {
+    ip link add "$2" netns "$1" type veth peer name "$5" netns "$4" || die "cannot create veth $2/$5"
+    ip netns exec "$1" ip addr add "$3/24" dev "$2"
+    ip netns exec "$4" ip addr add "$6/24" dev "$5"
+    ip netns exec "$1" ip link set "$2" up
+    ip netns exec "$4" ip link set "$5" up
+}
+
 # portlab_start NS EVENTS_FILE LOG_FILE [serve flags...]: starts `portlab serve`
 # inside NS and waits until it listens. Sets PORTLAB_PID.
 portlab_start() {

@@ -231,17 +231,12 @@ struct Map {
 
 impl Map {
     fn new(len: usize, fd: RawFd, offset: i64) -> io::Result<Map> {
-        let (flags, prot) = if fd < 0 {
-            (
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                libc::PROT_READ | libc::PROT_WRITE,
-            )
+        let flags = if fd < 0 {
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS
         } else {
-            (
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                libc::PROT_READ | libc::PROT_WRITE,
-            )
+            libc::MAP_SHARED | libc::MAP_POPULATE
         };
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: a fresh mapping; the result is checked.
         let p = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, fd, offset) };
         if p == libc::MAP_FAILED {

@@ -411,6 +411,16 @@ thread_local! {
     static WRITER: RefCell<Option<Option<WriterRing>>> = const { RefCell::new(None) };
 }
 
+/// Gives up this thread's ring for good. It is leaked, never dropped: a
+/// write the kernel may still hold must not find its packet freed by a
+/// later use of the ring. The thread writes a packet per call from then on.
+fn give_up(w: &mut Option<Option<WriterRing>>) {
+    if let Some(Some(r)) = w.take() {
+        std::mem::forget(r);
+    }
+    *w = Some(None);
+}
+
 /// Writes `packets` to `fd` in order through this thread's ring, a batch
 /// per `io_uring_enter`, each batch finished before the next. Returns how
 /// many it wrote; the caller writes the rest itself.
@@ -439,27 +449,19 @@ pub(super) fn write_batch(fd: RawFd, packets: &[Vec<u8>]) -> usize {
                         Ok(()) => {}
                         Err(_) if ring.pending() > 0 => {
                             // Nothing was submitted, but the entries stay
-                            // queued: the ring is never entered again (leaked,
-                            // so that it cannot send freed packets), and the
-                            // caller writes these packets itself.
-                            if let Some(Some(r)) = w.take() {
-                                std::mem::forget(r);
-                            }
-                            *w = Some(None);
+                            // queued: the ring is given up (it must never
+                            // send them once they are freed), and the caller
+                            // writes these packets itself.
+                            give_up(&mut w);
                             return done;
                         }
                         Err(_) => {
                             // Submitted; only the wait failed. After a few
-                            // tries the ring is given up (leaked, as above:
-                            // a write it still holds must not find its
-                            // packet freed by a later reuse of the ring),
-                            // and the caller writes the rest.
+                            // tries the ring is given up, and the caller
+                            // writes the rest.
                             failures += 1;
                             if failures == 3 {
-                                if let Some(Some(r)) = w.take() {
-                                    std::mem::forget(r);
-                                }
-                                *w = Some(None);
+                                give_up(&mut w);
                                 return done + n as usize;
                             }
                         }
