@@ -560,20 +560,27 @@ test_terminal_output() {
     grep -q "listen" "$LAB_TMP/nocolor.log" || fail "NO_COLOR run logged nothing" || return 1
     grep -qF "$esc" "$LAB_TMP/nocolor.log" && { fail "colour despite NO_COLOR"; return 1; }
     grep -qF "$esc" "$LAB_TMP/piped.log" && { fail "colour in a pipe"; return 1; }
-    # A closed pipe is a clean exit.
-    ip netns exec "$NS" "$PORTLAB_BIN" --log-level warn serve --tun tty3 >/dev/null 2>&1 &
-    LAB_PIDS+=($!)
-    local i rc
-    for i in $(seq 50); do
-        ip netns exec "$NS" "$PORTLAB_BIN" ss --tun tty3 -l >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    # A closed pipe is a clean exit. portlab_start returns once the stack
+    # listens (its control socket is up by then) and dies with its log if not.
+    portlab_start "$NS" "$LAB_TMP/terminal_output.jsonl" "$LAB_TMP/terminal_output.log" --tun tty3
+    local rc
+    in_ns "$PORTLAB_BIN" ss --tun tty3 -l >/dev/null 2>"$LAB_TMP/pipe.err" ||
+        fail "portlab ss before the pipe test: $(cat "$LAB_TMP/pipe.err")" || return 1
     # The reader is gone before ss writes (it first asks the stack).
     ip netns exec "$NS" "$PORTLAB_BIN" ss --tun tty3 -a 2>"$LAB_TMP/pipe.err" | true
     rc=${PIPESTATUS[0]}
     [ "$rc" = 0 ] || fail "portlab ss into a closed pipe exited with $rc: $(cat "$LAB_TMP/pipe.err")" || return 1
     [ ! -s "$LAB_TMP/pipe.err" ] || fail "portlab ss complained: $(cat "$LAB_TMP/pipe.err")" || return 1
-    ok "coloured on a terminal, plain with NO_COLOR and in a pipe; a closed pipe is a clean exit"
+    # A closed terminal (SIGHUP) is a clean stop, as Ctrl-C is.
+    local sock
+    sock=$(sed -n 's/.*control socket: \([^ ]*\) .*/\1/p' "$LAB_TMP/terminal_output.log" | head -1)
+    [ -S "$sock" ] || fail "the log names no control socket that exists: '$sock'" || return 1
+    portlab_stop HUP
+    [ ! -e "$sock" ] || fail "$sock is left behind after SIGHUP" || return 1
+    [ "$(events "$LAB_TMP/terminal_output.jsonl" last)" = stack_stopped ] ||
+        fail "after SIGHUP the event file does not end with stack_stopped" || return 1
+    grep -q "SIGHUP" "$LAB_TMP/terminal_output.log" || fail "the log does not name SIGHUP" || return 1
+    ok "coloured on a terminal, plain with NO_COLOR and in a pipe; a closed pipe is a clean exit; SIGHUP stops cleanly"
 }
 
 test_udp_echo() {

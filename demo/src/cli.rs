@@ -418,7 +418,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub header_timeout: u64,
 
-    /// On Ctrl-C or SIGTERM: milliseconds connected peers get to finish closing
+    /// On Ctrl-C, SIGTERM or SIGHUP: milliseconds connected peers get to finish closing
     /// before they are reset.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub grace_ms: u64,

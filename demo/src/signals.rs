@@ -1,6 +1,6 @@
-//! Ctrl-C and SIGTERM: a clean stop.
+//! Ctrl-C, SIGTERM and a closed terminal (SIGHUP): a clean stop.
 //!
-//! The two signals are blocked in every thread (the mask is inherited by
+//! The three signals are blocked in every thread (the mask is inherited by
 //! threads started later), and one thread waits for them with `sigwait`.
 //! When one arrives, that thread calls the given function in ordinary
 //! context — no async-signal-safety puzzles: the stack closes its peers,
@@ -15,11 +15,12 @@ fn stop_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and every thread it starts
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts
 /// afterwards. Call first thing in `main`.
 pub fn block() -> io::Result<()> {
     let set = stop_signals();
@@ -31,8 +32,8 @@ pub fn block() -> io::Result<()> {
     Ok(())
 }
 
-/// Starts a thread that waits for SIGINT or SIGTERM and then runs `on_stop`
-/// with the signal's name.
+/// Starts a thread that waits for SIGINT, SIGTERM or SIGHUP and then runs
+/// `on_stop` with the signal's name.
 pub fn on_stop(on_stop: impl FnOnce(&'static str) + Send + 'static) -> io::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
@@ -42,10 +43,10 @@ pub fn on_stop(on_stop: impl FnOnce(&'static str) + Send + 'static) -> io::Resul
             // SAFETY: valid set and output pointer.
             let r = unsafe { libc::sigwait(&set, &mut sig) };
             if r == 0 {
-                on_stop(if sig == libc::SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
+                on_stop(match sig {
+                    libc::SIGINT => "SIGINT",
+                    libc::SIGHUP => "SIGHUP",
+                    _ => "SIGTERM",
                 });
             }
         })

@@ -81,7 +81,8 @@ portlab_start() {
     PORTLAB_PID=$!
     LAB_PIDS+=("$PORTLAB_PID")
     local i
-    for i in $(seq 100); do
+    # Generous: a loaded CI machine may take seconds to start a process.
+    for i in $(seq 300); do
         if [ -s "$events" ] && grep -q '"event":"listen"' "$events" 2>/dev/null; then
             return 0
         fi
@@ -92,7 +93,7 @@ portlab_start() {
         sleep 0.05
     done
     cat "$log" >&2
-    die "portlab did not start listening within 5 s"
+    die "portlab did not start listening within 15 s"
 }
 
 # portlab_stop [SIGNAL]: stops the last started portlab and waits for it.
