@@ -25,7 +25,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, Shutdown};
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use smoltcp::time::{Duration, Instant};
 
-use crate::segment::fill_checksums;
+use crate::checksum::fill_checksums;
 use crate::table::Stats;
 use crate::{NetConfig, NetStack, SocketId};
 

@@ -24,7 +24,7 @@
 //! engine takes a segment of any length that fits its window, so one pass
 //! through the demux and the engine stands for dozens of segments.
 
-use crate::segment::{fold, ones_sum, write_checksum};
+use crate::checksum::{fold, ones_sum, write_checksum};
 
 /// The size of `struct virtio_net_hdr` (without `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;

@@ -5,6 +5,7 @@
 //!
 //! * [`quad`] — a connection's identity, the 4-tuple;
 //! * [`segment`] — reading a packet far enough to route it;
+//! * [`checksum`] — the Internet checksum, verified and filled in;
 //! * [`demux`] — the 4-tuple table that routes each segment to its connection;
 //! * [`listener`] — listen/accept, the SYN queue, the accept queue and the backlog;
 //! * [`reuseport`] — several sockets sharing one port, one chosen per flow;
@@ -31,6 +32,7 @@
 //! * [`fuzz`] — fuzz harnesses over the core, shared by `cargo fuzz` and `cargo test`.
 
 pub mod buffers;
+pub mod checksum;
 pub mod config;
 pub mod control;
 pub mod demux;

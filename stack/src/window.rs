@@ -28,7 +28,8 @@
 //! sequence numbers accepted grow by one window-scale unit and no more, so a
 //! blind attacker's odds of injecting an ACK stay what they were.
 
-use crate::segment::{Outbound, Segment, fill_checksums};
+use crate::checksum::fill_checksums;
+use crate::segment::{Outbound, Segment};
 
 /// What the stack last advertised to one peer.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -57,6 +57,6 @@ fn repaired_checksums_verify() {
     v[11] = 0;
     v[36] ^= 0xff;
     v[37] ^= 0xff;
-    portlab::segment::fill_checksums(&mut v);
+    portlab::checksum::fill_checksums(&mut v);
     assert_eq!(v, good);
 }
