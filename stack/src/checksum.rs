@@ -34,18 +34,18 @@ pub fn ones_sum(acc: u32, data: &[u8]) -> u32 {
 
 /// The sum of `data`'s 16-bit words in machine byte order, congruent modulo
 /// 2^16 - 1 to the ones'-complement sum (not yet folded).
-fn machine_sum(data: &[u8]) -> u128 {
+fn machine_sum(data: &[u8]) -> u64 {
     #[cfg(target_arch = "x86_64")]
     if data.len() >= 64 && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is there, just checked.
         let (sum, used) = unsafe { machine_sum_avx2(data) };
         // `used` is a multiple of 32: the rest starts on a word boundary.
-        return u128::from(sum) + machine_sum_scalar(&data[used..]);
+        return sum + machine_sum_scalar(&data[used..]);
     }
     machine_sum_scalar(data)
 }
 
-fn machine_sum_scalar(data: &[u8]) -> u128 {
+fn machine_sum_scalar(data: &[u8]) -> u64 {
     let word = |w: &[u8]| u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
     let mut lanes = [0u64; 4];
     let mut blocks = data.chunks_exact(16);
@@ -61,7 +61,9 @@ fn machine_sum_scalar(data: &[u8]) -> u128 {
     let mut last = [0u8; 4];
     last[..words.remainder().len()].copy_from_slice(words.remainder());
     lanes[1] += word(&last);
-    lanes.iter().map(|&l| u128::from(l)).sum()
+    // 2^32 is 1 modulo 2^16 - 1: each lane folded to 33 bits, their sum
+    // cannot overflow, however long `data`.
+    lanes.iter().map(|&l| (l & 0xffff_ffff) + (l >> 32)).sum()
 }
 
 /// Sums the 32-byte blocks of `data` as 16-bit words, each split into its
@@ -100,7 +102,7 @@ unsafe fn machine_sum_avx2(data: &[u8]) -> (u64, usize) {
 }
 
 /// Folds a sum in machine byte order to 16 bits, still in machine order.
-fn fold_machine(mut folded: u128) -> u16 {
+fn fold_machine(mut folded: u64) -> u16 {
     while folded > 0xffff {
         folded = (folded & 0xffff) + (folded >> 16);
     }
@@ -249,7 +251,7 @@ mod tests {
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: AVX2 is there, just checked.
                     let (v, used) = unsafe { machine_sum_avx2(d) };
-                    let both = u128::from(v) + machine_sum_scalar(&d[used..]);
+                    let both = v + machine_sum_scalar(&d[used..]);
                     assert_eq!(fold_machine(both), scalar, "len {len}");
                 }
             }

@@ -5,7 +5,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use portlab::event::{Closer, Event, RstReason, SynDropReason};
 use portlab::netstack::ListenError;
 use portlab::{NetConfig, NetStack, Overflow, Quad, SocketId};
@@ -78,6 +78,20 @@ impl Lab {
         let Some(TransportSlice::Tcp(t)) = sliced.transport else {
             panic!("not TCP: {p:?}");
         };
+        // Every segment leaves with its TCP checksum right (etherparse
+        // computes it independently).
+        let right = match &sliced.net {
+            Some(NetSlice::Ipv4(ip)) => {
+                let h = ip.header();
+                t.calc_checksum_ipv4(h.source(), h.destination())
+            }
+            Some(NetSlice::Ipv6(ip)) => {
+                let h = ip.header();
+                t.calc_checksum_ipv6(h.source(), h.destination())
+            }
+            _ => panic!("no IP header: {p:?}"),
+        };
+        assert_eq!(Ok(t.checksum()), right, "TCP checksum of {p:?}");
         Some(Seg {
             src_port: t.source_port(),
             dst_port: t.destination_port(),
