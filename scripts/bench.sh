@@ -10,8 +10,10 @@
 #              directions, MTU 1500: portlab vs stock smoltcp (same buffers, and
 #              its examples' 64 KiB) and vs the same services on kernel sockets
 #              over veth with offloads off; portlab --offload vs offloads on;
-#              iperf3 for reference. All of these servers run at once and each
-#              round measures every one (7 rounds: bulk is fast, and noisy)
+#              iperf3 for reference. All of these servers run at once; after
+#              one unmeasured transfer each, every round measures every one,
+#              each round starting one further on in the order (7 rounds: bulk
+#              is fast, and noisy)
 #   keepalive  small GET on 50 keep-alive connections (wrk): portlab vs the
 #              same server on kernel sockets (portlab kernel-serve); nginx for reference
 #   newconn    a new connection per request, 50 at a time (wrk, Connection: close),
@@ -245,20 +247,36 @@ iperf_gbit() {
     client "$NS_KC" iperf3 -c "$K_ADDR" -n "$BULK_BYTES" -J "$@" 2>/dev/null |
         python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9, 3))'
 }
+# bulk_one NAME: one transfer in direction $dir to port $port, appended to
+# the array NAME (p, ss, s64, koff, ioff, po, kon, ion).
+bulk_one() {
+    local v
+    case $1 in
+        p) v=$(bulk_gbit "$NS_P" "$dir" "$P_ADDR:$port") ;;
+        ss) v=$(bulk_gbit "$NS_S" "$dir" "$S_ADDR:$port") ;;
+        s64) v=$(bulk_gbit "$NS_S64" "$dir" "$S_ADDR:$port") ;;
+        po) v=$(bulk_gbit "$NS_PO" "$dir" "$P_ADDR:$port") ;;
+        koff) offloads off && v=$(bulk_gbit "$NS_KC" "$dir" "$K_ADDR:$port") ;;
+        ioff) offloads off && v=$(iperf_gbit $([ "$dir" = recv ] && echo -R)) ;;
+        kon) offloads on && v=$(bulk_gbit "$NS_KC" "$dir" "$K_ADDR:$port") ;;
+        ion) offloads on && v=$(iperf_gbit $([ "$dir" = recv ] && echo -R)) ;;
+    esac
+    eval "$1+=(\"\$v\")"
+}
+BULK_ORDER=(p ss s64 koff ioff po kon ion)
 for dir in recv send; do
     port=$([ "$dir" = recv ] && echo 19 || echo 9)
+    # One unmeasured transfer each first: the first transfer after start-up
+    # was slow for every server alike.
+    p=() po=() ss=() s64=() koff=() kon=() ioff=() ion=()
+    for name in "${BULK_ORDER[@]}"; do bulk_one "$name"; done
     p=() po=() ss=() s64=() koff=() kon=() ioff=() ion=()
     for r in $(seq "$BULK_ROUNDS"); do
-        p+=("$(bulk_gbit "$NS_P" "$dir" "$P_ADDR:$port")")
-        ss+=("$(bulk_gbit "$NS_S" "$dir" "$S_ADDR:$port")")
-        s64+=("$(bulk_gbit "$NS_S64" "$dir" "$S_ADDR:$port")")
-        offloads off
-        koff+=("$(bulk_gbit "$NS_KC" "$dir" "$K_ADDR:$port")")
-        ioff+=("$(iperf_gbit $([ "$dir" = recv ] && echo -R))")
-        po+=("$(bulk_gbit "$NS_PO" "$dir" "$P_ADDR:$port")")
-        offloads on
-        kon+=("$(bulk_gbit "$NS_KC" "$dir" "$K_ADDR:$port")")
-        ion+=("$(iperf_gbit $([ "$dir" = recv ] && echo -R))")
+        # Each round starts one server further on, so that none always
+        # follows the same one (the kernel's 20 Gbit/s runs, say).
+        for i in "${!BULK_ORDER[@]}"; do
+            bulk_one "${BULK_ORDER[$(((i + r - 1) % ${#BULK_ORDER[@]}))]}"
+        done
     done
     record "bulk.$dir.portlab" "$(printf '%s\n' "${p[@]}" | median)"
     record "bulk.$dir.portlab_offload" "$(printf '%s\n' "${po[@]}" | median)"
