@@ -8,7 +8,17 @@
 //! anonymous mapping of their own: the kernel hands out zeroed pages only
 //! when they are first written, so an idle connection costs the socket
 //! structures and no buffer pages, and a connection that moved data gives
-//! its pages back when it is freed (`munmap`).
+//! its pages back when it is freed.
+//!
+//! Mappings are kept for the next connections (a few hundred at most): with
+//! a new connection per request, making and unmapping one each time — the
+//! address-space changes, and a page fault and a zeroed page for every
+//! buffer's first page — was a sixth of the runtime thread's time. A kept
+//! mapping gives back all but the first page of each buffer
+//! (`MADV_DONTNEED`), which is where the next request and its response go.
+//! That page may still hold an earlier connection's bytes; smoltcp hands
+//! out only bytes written for the connection at hand, as a heap allocator's
+//! reused memory is not cleared either.
 //!
 //! The buffers are lent to smoltcp as `'static` slices; [`ConnSockets`]
 //! keeps the mapping and the socket set that borrows it together and drops
@@ -16,6 +26,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
@@ -24,6 +35,77 @@ use smoltcp::socket::tcp;
 struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+}
+
+/// How many ended connections' mappings are kept for new ones.
+const KEPT: usize = 256;
+
+const PAGE: usize = 4096;
+
+/// Mappings kept for reuse, all with the same buffer sizes (receive, send).
+struct Kept {
+    sizes: (usize, usize),
+    free: Vec<Mapping>,
+}
+
+impl Kept {
+    const fn new() -> Mutex<Kept> {
+        Mutex::new(Kept {
+            sizes: (0, 0),
+            free: Vec::new(),
+        })
+    }
+}
+
+/// The process's kept mappings.
+static KEPT_MAPPINGS: Mutex<Kept> = Kept::new();
+
+/// A kept mapping for buffers of `rx_len` and `tx_len` bytes, or a new one.
+fn take_mapping(kept: &Mutex<Kept>, rx_len: usize, tx_len: usize) -> Option<Mapping> {
+    let kept = kept.lock().ok().and_then(|mut k| {
+        if k.sizes == (rx_len, tx_len) {
+            k.free.pop()
+        } else {
+            None
+        }
+    });
+    kept.or_else(|| Mapping::new(rx_len + tx_len))
+}
+
+/// Keeps `m` (buffers of `rx_len` and `tx_len` bytes) for a later
+/// connection, but for the first page of each buffer without its memory;
+/// unmaps it when enough are kept.
+fn give_back(kept: &Mutex<Kept>, m: Mapping, rx_len: usize, tx_len: usize) {
+    {
+        let Ok(k) = kept.lock() else {
+            return;
+        };
+        let other_sizes = !k.free.is_empty() && k.sizes != (rx_len, tx_len);
+        if k.free.len() >= KEPT || other_sizes {
+            return; // dropped: unmapped
+        }
+    }
+    for (start, len) in [(0, rx_len), (rx_len, tx_len)] {
+        if len > PAGE {
+            // SAFETY: a range inside our own mapping, which nothing borrows
+            // any more; its pages read as zero from now on.
+            unsafe {
+                libc::madvise(
+                    m.ptr.as_ptr().add(start + PAGE).cast(),
+                    len - PAGE,
+                    libc::MADV_DONTNEED,
+                )
+            };
+        }
+    }
+    if let Ok(mut k) = kept.lock() {
+        if k.free.is_empty() {
+            k.sizes = (rx_len, tx_len);
+        }
+        if k.free.len() < KEPT && k.sizes == (rx_len, tx_len) {
+            k.free.push(m);
+        }
+    }
 }
 
 // The mapping is plain memory owned by one connection.
@@ -66,16 +148,27 @@ impl Drop for Mapping {
 }
 
 fn page_round(n: usize) -> usize {
-    n.div_ceil(4096) * 4096
+    n.div_ceil(PAGE) * PAGE
 }
 
 /// A connection's socket set (one TCP socket) and the memory its buffers
 /// live in. Dereferences to the set.
 pub struct ConnSockets {
-    // Declared (and therefore dropped) before `memory`: the socket in the
-    // set borrows it.
+    // The socket in the set borrows `memory`: dropped first (see `Drop`).
     set: SocketSet<'static>,
     memory: Option<Mapping>,
+    /// The buffers' sizes in the mapping, whole pages.
+    lens: (usize, usize),
+}
+
+impl Drop for ConnSockets {
+    fn drop(&mut self) {
+        // The socket borrows the mapping: it goes first.
+        drop(std::mem::replace(&mut self.set, SocketSet::new(Vec::new())));
+        if let Some(m) = self.memory.take() {
+            give_back(&KEPT_MAPPINGS, m, self.lens.0, self.lens.1);
+        }
+    }
 }
 
 impl ConnSockets {
@@ -84,13 +177,13 @@ impl ConnSockets {
     /// connection instead of the process aborting).
     pub fn tcp(rx: usize, tx: usize) -> Option<(ConnSockets, SocketHandle)> {
         let (rx_len, tx_len) = (page_round(rx.max(1)), page_round(tx.max(1)));
-        let memory = Mapping::new(rx_len + tx_len);
+        let memory = take_mapping(&KEPT_MAPPINGS, rx_len, tx_len);
         let socket = match &memory {
             Some(m) => {
                 // SAFETY: the mapping is `rx_len + tx_len` bytes, readable,
-                // writable, zeroed and not otherwise used; the two slices do
-                // not overlap; and they live in the set, which is dropped
-                // before the mapping (see the field order above).
+                // writable and not otherwise used; the two slices do not
+                // overlap; and they live in the set, which is dropped
+                // before the mapping is unmapped or kept (see `Drop`).
                 let (rx_buf, tx_buf) = unsafe {
                     let base = m.ptr.as_ptr();
                     (
@@ -112,7 +205,14 @@ impl ConnSockets {
         };
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
-        Some((ConnSockets { set, memory }, handle))
+        Some((
+            ConnSockets {
+                set,
+                memory,
+                lens: (rx_len, tx_len),
+            },
+            handle,
+        ))
     }
 
     /// Whether the buffers live in a mapping of their own.
@@ -153,5 +253,49 @@ mod tests {
         let sock = s.get_mut::<tcp::Socket>(h);
         assert_eq!(sock.recv_capacity(), 65536);
         assert_eq!(sock.send_capacity(), 65536);
+    }
+
+    /// Which of the mapping's pages are in memory.
+    fn resident(m: &Mapping) -> Vec<bool> {
+        let mut v = vec![0u8; m.len / PAGE];
+        // SAFETY: our mapping, and a vector of one byte per page.
+        let r = unsafe { libc::mincore(m.ptr.as_ptr().cast(), m.len, v.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        v.iter().map(|b| b & 1 == 1).collect()
+    }
+
+    /// An ended connection's mapping serves the next one, holding on to
+    /// the first page of each buffer only; past the limit, or for other
+    /// sizes, mappings are unmapped.
+    #[test]
+    fn mappings_are_kept_with_their_first_pages() {
+        let kept = Kept::new();
+        let (rx, tx) = (4 * PAGE, 2 * PAGE);
+        let m = take_mapping(&kept, rx, tx).unwrap();
+        let first = m.ptr;
+        // SAFETY: writing our own mapping's bytes.
+        unsafe { std::ptr::write_bytes(m.ptr.as_ptr(), 0xa5, m.len) };
+        assert!(resident(&m).iter().all(|&r| r));
+        give_back(&kept, m, rx, tx);
+        let m = take_mapping(&kept, rx, tx).unwrap();
+        assert_eq!(m.ptr, first, "the kept mapping is reused");
+        assert_eq!(
+            resident(&m),
+            [true, false, false, false, true, false],
+            "the first page of each buffer stays, the rest is given back"
+        );
+        // Other sizes are not kept beside these.
+        let other = take_mapping(&kept, PAGE, PAGE).unwrap();
+        give_back(&kept, m, rx, tx);
+        give_back(&kept, other, PAGE, PAGE);
+        assert_eq!(kept.lock().unwrap().free.len(), 1);
+        // Nor more than KEPT.
+        let many: Vec<Mapping> = (0..KEPT + 5)
+            .map(|_| take_mapping(&kept, rx, tx).unwrap())
+            .collect();
+        for m in many {
+            give_back(&kept, m, rx, tx);
+        }
+        assert_eq!(kept.lock().unwrap().free.len(), KEPT);
     }
 }
