@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use portlab::event::{Closer, Event};
 use portlab::story::{SegmentNote, Story};
 
 use crate::page::{CSS, html_escape};
@@ -53,18 +54,14 @@ fn label(s: &SegmentNote, story: &Story) -> (String, String) {
 
 /// Who closed first, from the story's events.
 fn closer(story: &Story) -> Option<&str> {
-    story.events.iter().find_map(|(_, kind, line)| {
-        (kind == "closed").then(|| {
-            if line.contains("stack closed first") {
-                "the stack closed first, so it holds TIME-WAIT"
-            } else if line.contains("peer closed first") {
-                "the peer closed first, so the peer holds TIME-WAIT"
-            } else if line.contains("reset") {
-                "the connection ended with a reset"
-            } else {
-                "the handshake never completed"
-            }
-        })
+    story.events.iter().find_map(|r| match r.event {
+        Event::Closed { by, .. } => Some(match by {
+            Closer::Local => "the stack closed first, so it holds TIME-WAIT",
+            Closer::Remote => "the peer closed first, so the peer holds TIME-WAIT",
+            Closer::Reset => "the connection ended with a reset",
+            Closer::Timeout | Closer::Evicted => "the handshake never completed",
+        }),
+        _ => None,
     })
 }
 
@@ -168,14 +165,14 @@ pub fn html(story: &Story) -> String {
     h.push_str(
         "<h2>Timeline</h2><table><tr><th>time</th><th>event</th><th>what happened</th></tr>",
     );
-    let t0 = story.events.first().map(|e| e.0);
-    for (ts, kind, line) in &story.events {
-        let ms = t0.map_or(0.0, |t| (*ts - t).total_micros() as f64 / 1000.0);
+    let t0 = story.events.first().map(|r| r.ts);
+    for r in &story.events {
+        let ms = t0.map_or(0.0, |t| (r.ts - t).total_micros() as f64 / 1000.0);
         let _ = write!(
             h,
             "<tr><td>+{ms:.3} ms</td><td>{}</td><td>{}</td></tr>",
-            html_escape(kind),
-            html_escape(line)
+            html_escape(r.event.kind()),
+            html_escape(&r.human())
         );
     }
     h.push_str("</table></body></html>\n");
@@ -224,5 +221,35 @@ mod tests {
         assert_eq!(bottom, "absolute seq=7000 ack=1001 · MSS 1460");
         let page = html(&s);
         assert!(page.contains("<svg") && page.contains("SYN  seq=0"));
+    }
+
+    /// Who closed first is read from the typed `closed` event, and the
+    /// timeline renders the event's human line.
+    #[test]
+    fn who_closed_first_comes_from_the_closed_event() {
+        let mut stories = portlab::story::Stories::default();
+        let id = portlab::SocketId(4);
+        let quad = portlab::Quad::new(
+            "10.203.80.2:80".parse().unwrap(),
+            "10.203.80.1:5001".parse().unwrap(),
+        );
+        stories.begin(id, quad);
+        assert_eq!(closer(stories.get(id).unwrap()), None);
+        for by in [Closer::Remote, Closer::Local] {
+            let record = portlab::Record {
+                ts: Instant::from_millis(5),
+                event: Event::Closed { id, quad, by },
+                frame: None,
+            };
+            stories.event(id, &record);
+        }
+        let s = stories.get(id).unwrap();
+        assert_eq!(
+            closer(s),
+            Some("the peer closed first, so the peer holds TIME-WAIT"),
+            "the first closed event counts"
+        );
+        let line = s.events[0].human();
+        assert!(html(s).contains(&html_escape(&line)), "{line}");
     }
 }

@@ -224,8 +224,7 @@ impl NetStack {
                 event,
                 frame: self.current_frame,
             };
-            self.stories
-                .event(id, now, record.event.kind(), record.human());
+            self.stories.event(id, &record);
             let closed = matches!(record.event, Event::Closed { .. });
             self.limiter
                 .admit(now, record.frame, record.event, &mut self.records);

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use smoltcp::time::Instant;
 
-use crate::event::SynOptions;
+use crate::event::{Record, SynOptions};
 use crate::quad::{IdMap, Quad, SocketId};
 use crate::segment::Segment;
 
@@ -63,13 +63,13 @@ impl SegmentNote {
 }
 
 /// One connection's story.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Story {
     pub id: SocketId,
     pub quad: Quad,
     pub segments: Vec<SegmentNote>,
-    /// `(time, event name, human line)`.
-    pub events: Vec<(Instant, String, String)>,
+    /// The socket's events, as data: rendered when someone looks.
+    pub events: Vec<Record>,
     /// Data segments not kept, in each direction.
     pub data_in: u64,
     pub data_out: u64,
@@ -192,7 +192,7 @@ impl Stories {
         }
     }
 
-    pub fn event(&mut self, id: SocketId, ts: Instant, kind: &str, line: String) {
+    pub fn event(&mut self, id: SocketId, record: &Record) {
         let story = match self.live.get_mut(&id) {
             Some(s) => Some(s),
             None => self.finished.iter_mut().rev().find(|s| s.id == id),
@@ -200,7 +200,7 @@ impl Stories {
         if let Some(s) = story
             && s.events.len() < MAX_EVENTS
         {
-            s.events.push((ts, kind.to_string(), line));
+            s.events.push(record.clone());
         }
     }
 

@@ -955,7 +955,7 @@ fn a_story_keeps_the_handshake_and_the_teardown() {
         story.finished,
         "the socket is gone (TIME-WAIT is a record now)"
     );
-    let kinds: Vec<&str> = story.events.iter().map(|(_, k, _)| k.as_str()).collect();
+    let kinds: Vec<&str> = story.events.iter().map(|r| r.event.kind()).collect();
     assert!(
         kinds.contains(&"socket_created") && kinds.contains(&"closed"),
         "{kinds:?}"
