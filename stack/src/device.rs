@@ -236,7 +236,7 @@ impl TunDevice {
                 }
             }
         }
-        packets.clear();
+        crate::packet_pool::give_all(packets);
     }
 
     fn configure(&self, dev: &DeviceConfig, net: &NetConfig) -> Result<(), DeviceError> {

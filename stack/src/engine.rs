@@ -184,7 +184,7 @@ struct Tx<'a>(&'a mut Vec<Vec<u8>>);
 
 impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
+        let mut buf = crate::packet_pool::take(len);
         let r = f(&mut buf);
         self.0.push(buf);
         r

@@ -21,6 +21,7 @@
 //! * [`event`] — the typed event log and its two renderings;
 //! * [`story`] — each connection's story: its events, handshake and teardown;
 //! * [`pcap`] — packet capture for Wireshark;
+//! * [`packet_pool`] — packet buffers, reused per thread;
 //! * [`device`] — the TUN device and its configuration; [`device::packet_io`], how the runtime
 //!   waits for packets and moves them;
 //! * [`uring`] — io_uring: many packet reads and writes for one system call;
@@ -45,6 +46,7 @@ pub mod gso;
 pub mod listener;
 pub mod net;
 pub mod netstack;
+pub mod packet_pool;
 pub mod pcap;
 pub mod ports;
 pub mod quad;

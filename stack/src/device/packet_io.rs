@@ -275,7 +275,9 @@ impl Uring {
                 TAG_WRITE => {
                     let slot = (c.user_data & 0xffff_ffff) as u32;
                     if let Some(p) = self.writing.get_mut(slot as usize) {
-                        *p = None;
+                        if let Some(p) = p.take() {
+                            crate::packet_pool::give(p);
+                        }
                         self.free_slots.push(slot);
                     }
                 }
