@@ -157,8 +157,8 @@ pub struct ConnSockets {
     // The socket in the set borrows `memory`: dropped first (see `Drop`).
     set: SocketSet<'static>,
     memory: Option<Mapping>,
-    /// The buffers' sizes in the mapping, whole pages.
-    lens: (usize, usize),
+    /// The buffers' sizes in the mapping (receive, send), whole pages.
+    sizes: (usize, usize),
 }
 
 impl Drop for ConnSockets {
@@ -166,7 +166,7 @@ impl Drop for ConnSockets {
         // The socket borrows the mapping: it goes first.
         drop(std::mem::replace(&mut self.set, SocketSet::new(Vec::new())));
         if let Some(m) = self.memory.take() {
-            give_back(&KEPT_MAPPINGS, m, self.lens.0, self.lens.1);
+            give_back(&KEPT_MAPPINGS, m, self.sizes.0, self.sizes.1);
         }
     }
 }
@@ -209,7 +209,7 @@ impl ConnSockets {
             ConnSockets {
                 set,
                 memory,
-                lens: (rx_len, tx_len),
+                sizes: (rx_len, tx_len),
             },
             handle,
         ))

@@ -17,8 +17,10 @@ use std::cell::RefCell;
 /// 1500-byte MTU; larger packets (GSO, a larger MTU) get their own.
 const BUF: usize = 2048;
 
-/// At most this many buffers wait in one thread's pool.
-const KEEP: usize = 256;
+/// At most this many buffers (128 KiB) wait in one thread's pool: more than
+/// one write takes at a time (a 64 KiB write is 45 segments), and little
+/// for a thread that holds them as long as it lives.
+const KEEP: usize = 64;
 
 thread_local! {
     static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
