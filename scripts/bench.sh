@@ -400,8 +400,13 @@ for x in rows:
     if x["ratio"] is None:
         lines.append(f"| {x['workload']} | {x['portlab']} {x['unit']} (virtual {x['virtual_kib']} KiB) | | | {x['target']} ({verdict}) |")
     else:
+        # Two decimals, or three where two would round onto the target
+        # and hide the verdict (0.499 is not 0.50).
+        ratio = f"{x['ratio']:.2f}"
+        if ratio == f"{float(x['target'][3:]):.2f}":
+            ratio = f"{x['ratio']:.3f}"
         lines.append(f"| {x['workload']} | {fmt(x['portlab'])} {x['unit']} | {x['comparator']}: {fmt(x['comparator_value'])} | "
-                     f"{x['ratio']:.2f} | {x['target']} ({verdict}) |")
+                     f"{ratio} | {x['target']} ({verdict}) |")
 lines += ["", "References in the same run: "
           f"nginx {fmt(r['keepalive.nginx'])} req/s keep-alive, {fmt(r['newconn.nginx'])} req/s new connections; "
           f"iperf3 over veth {r['bulk.recv.iperf_off']:.2f} / {r['bulk.send.iperf_off']:.2f} Gbit/s offloads off, "
