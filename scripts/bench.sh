@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks: portlab against the Linux kernel, measured in the same run.
 #
-#   sudo scripts/bench.sh            the full suite (about 25 minutes)
+#   sudo scripts/bench.sh            the full suite (about 17 minutes)
 #   sudo scripts/bench.sh --quick    short forms of every workload (a smoke test, as in CI)
 #
 # Workloads (issue #7), each with its comparators in the same run, rounds
