@@ -198,6 +198,18 @@ mod tests {
     use super::*;
     use etherparse::PacketBuilder;
 
+    /// `len` bytes from a xorshift generator started at `seed`.
+    fn pseudo_random(mut seed: u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
     /// The eight-bytes-at-a-time sum is the RFC 1071 sum of 16-bit words,
     /// for every length and every starting sum.
     #[test]
@@ -210,15 +222,7 @@ mod tests {
             }
             fold(sum)
         }
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let data: Vec<u8> = (0..300)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = pseudo_random(0x2545_f491_4f6c_dd1d, 300);
         for len in 0..data.len() {
             for acc in [0, 1, 0xffff, 0x1_fffe] {
                 let d = &data[..len];
@@ -232,15 +236,7 @@ mod tests {
     /// boundaries too, and all-ones words (the largest) overflow no lane.
     #[test]
     fn vector_and_scalar_sums_agree() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let random: Vec<u8> = (0..300_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let random = pseudo_random(0x9e37_79b9_7f4a_7c15, 300_000);
         let ones = vec![0xffu8; 300_000];
         for data in [&random, &ones] {
             for len in (0..200).chain([1500, 65_535, 131_072, 131_105, 300_000]) {
