@@ -2,9 +2,9 @@
 //!
 //! Every segment the engine sends is built in a buffer of its own, which
 //! lives until the device has written it. In a bulk transfer that is a
-//! buffer per 1,448 bytes, and allocating, zeroing and freeing each one
-//! was a few per cent of the sending thread's time. Written packets come
-//! back here instead of being freed, and the next ones are built in them.
+//! buffer per 1,448 bytes, and allocating and freeing each one was almost
+//! 2% of the sending CPU's time. Written packets come back here instead of
+//! being freed, and the next ones are built in them (zeroed again).
 //!
 //! Each thread keeps its own: packets are built and written by the same
 //! thread (an application thread writes what its calls produce; the
