@@ -251,6 +251,7 @@ iperf_gbit() {
 # the array NAME (p, ss, s64, koff, ioff, po, kon, ion).
 bulk_one() {
     local v
+    local -n into=$1
     case $1 in
         p) v=$(bulk_gbit "$NS_P" "$dir" "$P_ADDR:$port") ;;
         ss) v=$(bulk_gbit "$NS_S" "$dir" "$S_ADDR:$port") ;;
@@ -261,14 +262,13 @@ bulk_one() {
         kon) offloads on && v=$(bulk_gbit "$NS_KC" "$dir" "$K_ADDR:$port") ;;
         ion) offloads on && v=$(iperf_gbit $([ "$dir" = recv ] && echo -R)) ;;
     esac
-    eval "$1+=(\"\$v\")"
+    into+=("$v")
 }
 BULK_ORDER=(p ss s64 koff ioff po kon ion)
 for dir in recv send; do
     port=$([ "$dir" = recv ] && echo 19 || echo 9)
     # One unmeasured transfer each first: the first transfer after start-up
     # was slow for every server alike.
-    p=() po=() ss=() s64=() koff=() kon=() ioff=() ion=()
     for name in "${BULK_ORDER[@]}"; do bulk_one "$name"; done
     p=() po=() ss=() s64=() koff=() kon=() ioff=() ion=()
     for r in $(seq "$BULK_ROUNDS"); do

@@ -74,17 +74,8 @@ fn take_mapping(kept: &Mutex<Kept>, rx_len: usize, tx_len: usize) -> Option<Mapp
 
 /// Keeps `m` (buffers of `rx_len` and `tx_len` bytes) for a later
 /// connection, but for the first page of each buffer without its memory;
-/// unmaps it when enough are kept.
+/// unmaps it when enough are kept, or when those kept have other sizes.
 fn give_back(kept: &Mutex<Kept>, m: Mapping, rx_len: usize, tx_len: usize) {
-    {
-        let Ok(k) = kept.lock() else {
-            return;
-        };
-        let other_sizes = !k.free.is_empty() && k.sizes != (rx_len, tx_len);
-        if k.free.len() >= KEPT || other_sizes {
-            return; // dropped: unmapped
-        }
-    }
     for (start, len) in [(0, rx_len), (rx_len, tx_len)] {
         if len > PAGE {
             // SAFETY: a range inside our own mapping, which nothing borrows
@@ -98,13 +89,14 @@ fn give_back(kept: &Mutex<Kept>, m: Mapping, rx_len: usize, tx_len: usize) {
             };
         }
     }
-    if let Ok(mut k) = kept.lock() {
-        if k.free.is_empty() {
-            k.sizes = (rx_len, tx_len);
-        }
-        if k.free.len() < KEPT && k.sizes == (rx_len, tx_len) {
-            k.free.push(m);
-        }
+    let Ok(mut k) = kept.lock() else {
+        return; // dropped: unmapped
+    };
+    if k.free.is_empty() {
+        k.sizes = (rx_len, tx_len);
+    }
+    if k.free.len() < KEPT && k.sizes == (rx_len, tx_len) {
+        k.free.push(m);
     }
 }
 
