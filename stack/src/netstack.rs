@@ -269,7 +269,8 @@ impl NetStack {
     }
 
     /// Queues a packet for the device.
-    fn transmit(&mut self, now: Instant, packet: Vec<u8>) -> Option<u64> {
+    fn transmit(&mut self, now: Instant, mut packet: Vec<u8>) -> Option<u64> {
+        segment::align_timestamp(&mut packet);
         let frame = self.capture_packet(now, false, &packet);
         self.stats.packets_out += 1;
         self.tx.push_back(packet);

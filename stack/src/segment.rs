@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use etherparse::{IpNumber, Ipv4Slice, Ipv6Slice, TcpOptionElement, TcpSlice};
 
-use crate::checksum::{internet_checksum, tcp_checksum_ok};
+use crate::checksum::{fold, internet_checksum, tcp_checksum_ok};
 use crate::event::{DropReason, SynOptions};
 use crate::quad::Quad;
 
@@ -177,22 +177,30 @@ pub fn classify_with(packet: &[u8], local: Local, verify: bool) -> Inbound {
         SocketAddr::new(src, tcp.source_port()),
     );
     let mut options = SynOptions::default();
-    let mut tsval = None;
-    for opt in tcp.options_iterator() {
-        match opt {
-            Ok(TcpOptionElement::MaximumSegmentSize(m)) => options.mss = Some(m),
-            Ok(TcpOptionElement::WindowScale(w)) => options.window_scale = Some(w),
-            Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
-                options.sack_permitted = true
+    let raw = tcp.options();
+    let tsval = if !tcp.syn() && raw.len() == 12 && raw[..4] == [1, 1, 8, 10] {
+        // A lone timestamp as senders lay it out (see `align_timestamp`),
+        // on nearly every segment of a connection: read where it is.
+        Some(u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]))
+    } else {
+        let mut tsval = None;
+        for opt in tcp.options_iterator() {
+            match opt {
+                Ok(TcpOptionElement::MaximumSegmentSize(m)) => options.mss = Some(m),
+                Ok(TcpOptionElement::WindowScale(w)) => options.window_scale = Some(w),
+                Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
+                    options.sack_permitted = true
+                }
+                Ok(TcpOptionElement::Timestamp(v, _)) => tsval = Some(v),
+                Ok(_) => {}
+                Err(_) => break,
             }
-            Ok(TcpOptionElement::Timestamp(v, _)) => tsval = Some(v),
-            Ok(_) => {}
-            Err(_) => break,
+            if !tcp.syn() && tsval.is_some() {
+                break;
+            }
         }
-        if !tcp.syn() && tsval.is_some() {
-            break;
-        }
-    }
+        tsval
+    };
     options.timestamp = tsval;
     Inbound::Tcp(Segment {
         quad,
@@ -268,6 +276,42 @@ pub fn outbound(packet: &[u8]) -> Option<Outbound> {
     })
 }
 
+/// Puts a lone timestamp option where receivers look for it first.
+///
+/// smoltcp writes a segment whose only option is the timestamp as
+/// `08 0a <tsval> <tsecr> 00 00`: the option, then an end-of-list as
+/// padding. RFC 7323 (appendix A) recommends `01 01 08 0a <tsval> <tsecr>`,
+/// and that is the layout Linux reads without parsing options: with any
+/// other, every segment from us takes its slow path (no header prediction),
+/// which costs the peer's CPU on each acknowledgement of a bulk transfer.
+/// Rewrites the first layout into the second and returns whether it did.
+/// The bytes move by one 16-bit word, so the TCP checksum changes only by
+/// the two no-operations that replace the end-of-list.
+pub fn align_timestamp(packet: &mut [u8]) -> bool {
+    let header = match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.get(9) == Some(&6) => usize::from(packet[0] & 0x0f) * 4,
+        Some(6) if packet.get(6) == Some(&6) => 40,
+        _ => return false,
+    };
+    let Some(tcp) = packet.get_mut(header..) else {
+        return false;
+    };
+    if tcp.len() < 32 || tcp[12] >> 4 != 8 {
+        return false;
+    }
+    let options = &mut tcp[20..32];
+    if options[..2] != [8, 10] || options[10..] != [0, 0] {
+        return false;
+    }
+    options.copy_within(0..10, 2);
+    options[..2].copy_from_slice(&[1, 1]);
+    // RFC 1624, eqn. 3, with the old word 0 and the new one 0x0101.
+    let old = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let new = !fold(u32::from(!old) + 0x0101);
+    tcp[16..18].copy_from_slice(&new.to_be_bytes());
+    true
+}
+
 /// Classifies a packet the stack is sending, as if it arrived at its
 /// destination (for the stories: its flags, numbers and options).
 pub fn classify_outbound(packet: &[u8]) -> Inbound {
@@ -322,6 +366,71 @@ mod tests {
         let mut v = Vec::new();
         b.write(&mut v, &[]).unwrap();
         v
+    }
+
+    /// An ACK from port 80 with `options` as given, as smoltcp would write
+    /// it, over IPv4 or IPv6.
+    fn ack_with_options(options: &[u8], payload: &[u8], v6: bool) -> Vec<u8> {
+        let ip = match v6 {
+            false => PacketBuilder::ipv4(LOCAL.v4.octets(), [10, 0, 0, 1], 64),
+            true => PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64),
+        };
+        let b = ip
+            .tcp(80, 40000, 5000, 501)
+            .ack(1001)
+            .options_raw(options)
+            .unwrap();
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v
+    }
+
+    #[test]
+    fn a_lone_timestamp_is_moved_behind_two_noops() {
+        let smoltcp_layout = [8, 10, 0, 0, 0x12, 0x34, 0xfe, 0xdc, 0xba, 0x98, 0, 0];
+        let payloads = [&b""[..], b"x", b"hello, world", &[0xff; 1448]];
+        for (payload, v6) in payloads.iter().flat_map(|p| [(*p, false), (*p, true)]) {
+            let mut p = ack_with_options(&smoltcp_layout, payload, v6);
+            let Inbound::Tcp(before) = classify_outbound(&p) else {
+                panic!("dropped before the move");
+            };
+            assert!(align_timestamp(&mut p));
+            let options = if v6 { 60 } else { 40 };
+            assert_eq!(
+                p[options..options + 12],
+                [1, 1, 8, 10, 0, 0, 0x12, 0x34, 0xfe, 0xdc, 0xba, 0x98]
+            );
+            assert_eq!(&p[options + 12..], payload);
+            // The checksum still holds: the segment is not dropped on
+            // arrival, and etherparse finds the same timestamp.
+            let Inbound::Tcp(seg) = classify_outbound(&p) else {
+                panic!("dropped: {:?}", classify_outbound(&p));
+            };
+            assert_eq!((seg.tsval, before.tsval), (Some(0x1234), Some(0x1234)));
+            assert_eq!(seg.payload_len, payload.len());
+        }
+    }
+
+    #[test]
+    fn other_option_layouts_are_left_alone() {
+        for options in [
+            // Already aligned.
+            &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2][..],
+            // A timestamp followed by something other than padding.
+            &[8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1],
+            // Longer than the timestamp alone.
+            &[2, 4, 5, 180, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0],
+            // None.
+            &[],
+        ] {
+            let before = ack_with_options(options, b"data", false);
+            let mut p = before.clone();
+            assert!(!align_timestamp(&mut p));
+            assert_eq!(p, before);
+        }
+        let mut syn = syn_bytes();
+        assert!(!align_timestamp(&mut syn));
+        assert!(!align_timestamp(&mut [0x45, 0, 0]));
     }
 
     #[test]
