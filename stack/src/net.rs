@@ -663,8 +663,9 @@ impl TcpStream {
 /// Runs `op` under the lock until it does not fail with `WouldBlock`,
 /// sleeping on the socket's condition variable in between — unless the
 /// socket is non-blocking, or `timeout` passes (`TimedOut`). Afterwards what
-/// `op` queued goes out: written by this thread when `direct` (see
-/// [`Shared::after_app_call`]), else by the runtime, which it kicks.
+/// `op` queued goes out: written by this thread when `direct`, else by the
+/// runtime, which it kicks only if there is something for it to do (see
+/// [`Shared::after_app_call`]).
 fn retry<T>(
     shared: &Shared,
     cv: &Condvar,
@@ -693,9 +694,8 @@ fn retry<T>(
                 // for reads, and for the response-and-close of a new
                 // connection per request, they cost more than they save.
                 let (mut out, mut notify) = (Vec::new(), Vec::new());
-                let kick = !direct
-                    || nonblocking.load(Ordering::Relaxed)
-                    || shared.after_app_call(&mut g, &mut out, &mut notify);
+                let kick = nonblocking.load(Ordering::Relaxed)
+                    || shared.after_app_call(&mut g, direct, &mut out, &mut notify);
                 drop(g);
                 for cv in notify {
                     cv.notify_all();

@@ -279,6 +279,11 @@ impl NetStack {
 
     // ----- outputs -------------------------------------------------------
 
+    /// Whether packets wait to be written to the device.
+    pub fn has_transmit(&self) -> bool {
+        !self.tx.is_empty()
+    }
+
     /// The next packet to write to the device.
     pub fn take_transmit(&mut self) -> Option<Vec<u8>> {
         self.tx.pop_front()

@@ -177,6 +177,11 @@ impl Inner {
         while let Some(p) = self.net.take_transmit() {
             out.push(p);
         }
+        self.take_ready(notify);
+    }
+
+    /// The readiness half of [`Inner::take_output`].
+    fn take_ready(&mut self, notify: &mut Vec<Arc<Condvar>>) {
         let mut ready = std::mem::take(&mut self.ready_scratch);
         self.net.drain_ready(&mut ready);
         for r in ready.drain(..) {
@@ -303,29 +308,41 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// After an application call, with the lock held: takes what the call
-    /// queued, for the caller to write straight to the device, and the
-    /// threads it concerns, for the caller to wake (both once the lock is
-    /// released), so
-    /// that a response needs no trip through the runtime thread (two context
-    /// switches per request fewer). The runtime is woken only for what only
-    /// it can do: write events and captures, or keep a timer earlier than
-    /// the one it sleeps until. Returns whether it must be kicked.
+    /// After an application call, with the lock held: collects the threads
+    /// the call concerns, for the caller to wake once the lock is released,
+    /// and says whether the runtime must be kicked. The runtime is woken only
+    /// for what only it can do: write events and captures, keep a timer
+    /// earlier than the one it sleeps until, or (unless `write_here`) send
+    /// what the call queued. A read that only takes bytes, the usual case,
+    /// wakes nobody: measured, a kick per read was a runtime wake-up per
+    /// batch of a bulk transfer for nothing.
+    ///
+    /// With `write_here`, the packets the call queued are taken too, for the
+    /// caller to write straight to the device, so that a response needs no
+    /// trip through the runtime thread (two context switches per request
+    /// fewer); without a device of our own to write to, the runtime sends
+    /// them.
     pub fn after_app_call(
         &self,
         g: &mut Inner,
+        write_here: bool,
         out: &mut Vec<Vec<u8>>,
         notify: &mut Vec<Arc<Condvar>>,
     ) -> bool {
-        if self.direct.is_none() {
-            return true;
+        let write_here = write_here && self.direct.is_some();
+        if write_here {
+            g.take_output(out, notify);
+        } else {
+            g.take_ready(notify);
         }
-        g.take_output(out, notify);
         let earlier_timer = g
             .net
             .poll_at()
             .is_some_and(|t| t.total_micros() < self.runtime_deadline.load(Ordering::Acquire));
-        g.net.has_records() || earlier_timer || g.stopping.is_some()
+        (!write_here && g.net.has_transmit())
+            || g.net.has_records()
+            || earlier_timer
+            || g.stopping.is_some()
     }
 
     /// Writes packets an application call produced (after
