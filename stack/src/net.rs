@@ -27,7 +27,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ use crate::event::Event;
 use crate::netstack::{NetStack, Ready, Table};
 use crate::pcap::PcapWriter;
 use crate::quad::{Quad, SocketId};
-use crate::runtime::{self, Clock, EventSink, Inner, Shared};
+use crate::runtime::{self, Clock, EventSink, Inner, Shared, Sleepers};
 
 /// Everything needed to start a stack.
 pub struct StackConfig {
@@ -439,22 +439,18 @@ fn stopped() -> io::Error {
 
 /// Sleeps on `cv` until woken or until `deadline`; `TimedOut` past it.
 fn wait<'a>(
-    cv: &Condvar,
+    sleepers: &Sleepers,
     g: MutexGuard<'a, Inner>,
     deadline: Option<std::time::Instant>,
 ) -> io::Result<MutexGuard<'a, Inner>> {
-    let g = match deadline {
-        None => cv.wait(g).unwrap_or_else(|e| e.into_inner()),
-        Some(d) => {
-            let now = std::time::Instant::now();
-            if now >= d {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
-            }
-            cv.wait_timeout(g, d - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0
-        }
+    let timeout = match deadline {
+        None => None,
+        Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+            Some(left) if !left.is_zero() => Some(left),
+            _ => return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
+        },
     };
+    let g = sleepers.sleep(g, timeout);
     if g.stopped {
         return Err(stopped());
     }
@@ -467,7 +463,7 @@ pub struct TcpListener {
     shared: Arc<Shared>,
     id: SocketId,
     addr: SocketAddr,
-    cv: Arc<Condvar>,
+    cv: Arc<Sleepers>,
     nonblocking: AtomicBool,
 }
 
@@ -531,7 +527,7 @@ pub struct TcpStream {
     shared: Arc<Shared>,
     id: SocketId,
     quad: Quad,
-    cv: Arc<Condvar>,
+    cv: Arc<Sleepers>,
     nonblocking: AtomicBool,
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
@@ -668,7 +664,7 @@ impl TcpStream {
 /// [`Shared::after_app_call`]).
 fn retry<T>(
     shared: &Shared,
-    cv: &Condvar,
+    cv: &Sleepers,
     nonblocking: &AtomicBool,
     timeout: Option<Duration>,
     direct: bool,
@@ -698,7 +694,7 @@ fn retry<T>(
                     || shared.after_app_call(&mut g, direct, &mut out, &mut notify);
                 drop(g);
                 for cv in notify {
-                    cv.notify_all();
+                    cv.wake_all();
                 }
                 shared.write_direct(&mut out);
                 if kick {
@@ -774,7 +770,7 @@ pub struct UdpSocket {
     shared: Arc<Shared>,
     id: SocketId,
     local: SocketAddr,
-    cv: Arc<Condvar>,
+    cv: Arc<Sleepers>,
     nonblocking: AtomicBool,
     read_timeout: Mutex<Option<Duration>>,
 }
@@ -939,7 +935,7 @@ pub struct PollEvent {
 pub struct Poller {
     shared: Arc<Shared>,
     id: u64,
-    cv: Arc<Condvar>,
+    cv: Arc<Sleepers>,
 }
 
 impl Poller {

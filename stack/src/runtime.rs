@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -113,10 +113,53 @@ impl EventSink {
     }
 }
 
+/// What the threads blocked on one socket (or in one poller) sleep on. It
+/// counts them: waking costs a system call, wasted when nobody sleeps, and
+/// after a read the socket's one sleeper is usually the reader itself,
+/// awake. The count changes only under the core's lock, which the waking
+/// side has held since the change it reports, so it cannot miss a sleeper.
+#[derive(Default)]
+pub struct Sleepers {
+    cv: Condvar,
+    asleep: AtomicUsize,
+}
+
+impl Sleepers {
+    /// Sleeps, releasing `g`, until woken or `timeout` passes.
+    pub fn sleep<'a>(
+        &self,
+        g: MutexGuard<'a, Inner>,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, Inner> {
+        self.asleep.fetch_add(1, Ordering::Relaxed);
+        let g = match timeout {
+            None => self.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+            Some(t) => match self.cv.wait_timeout(g, t) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            },
+        };
+        self.asleep.fetch_sub(1, Ordering::Relaxed);
+        g
+    }
+
+    pub fn wake_all(&self) {
+        if self.asleep.load(Ordering::Relaxed) > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    fn wake_one(&self) {
+        if self.asleep.load(Ordering::Relaxed) > 0 {
+            self.cv.notify_one();
+        }
+    }
+}
+
 /// A readiness poller's state (see `net::Poller`).
 #[derive(Default)]
 pub struct PollerState {
-    pub cv: Arc<Condvar>,
+    pub cv: Arc<Sleepers>,
     /// Tokens whose readiness may have changed since the last poll.
     pub pending: Vec<usize>,
     /// What each registered token watches.
@@ -133,14 +176,14 @@ impl PollerState {
 
     fn hint(&mut self, token: usize) {
         self.mark(token);
-        self.cv.notify_one();
+        self.cv.wake_one();
     }
 }
 
 /// Everything behind the lock.
 pub struct Inner {
     pub net: NetStack,
-    waiters: IdMap<Ready, Arc<Condvar>>,
+    waiters: IdMap<Ready, Arc<Sleepers>>,
     pub pollers: HashMap<u64, PollerState>,
     /// Which pollers (and under which token) watch each socket.
     watches: IdMap<Ready, Vec<(u64, usize)>>,
@@ -156,7 +199,7 @@ pub struct Inner {
 
 impl Inner {
     /// The condition variable that a thread waiting on `r` sleeps on.
-    pub fn waiter(&mut self, r: Ready) -> Arc<Condvar> {
+    pub fn waiter(&mut self, r: Ready) -> Arc<Sleepers> {
         self.waiters.entry(r).or_default().clone()
     }
 
@@ -173,7 +216,7 @@ impl Inner {
     /// Moves what the core queued out of it: its packets into `out`, and
     /// the condition variables of the threads its changes concern into
     /// `notify` (see [`Inner::wake`]).
-    fn take_output(&mut self, out: &mut Vec<Vec<u8>>, notify: &mut Vec<Arc<Condvar>>) {
+    fn take_output(&mut self, out: &mut Vec<Vec<u8>>, notify: &mut Vec<Arc<Sleepers>>) {
         while let Some(p) = self.net.take_transmit() {
             out.push(p);
         }
@@ -181,7 +224,7 @@ impl Inner {
     }
 
     /// The readiness half of [`Inner::take_output`].
-    fn take_ready(&mut self, notify: &mut Vec<Arc<Condvar>>) {
+    fn take_ready(&mut self, notify: &mut Vec<Arc<Sleepers>>) {
         let mut ready = std::mem::take(&mut self.ready_scratch);
         self.net.drain_ready(&mut ready);
         for r in ready.drain(..) {
@@ -195,8 +238,8 @@ impl Inner {
     /// signalled once the lock is released: a thread woken while the lock is
     /// held would run only to block on it, and on one CPU that is two more
     /// thread switches.
-    fn wake(&mut self, r: Ready, notify: &mut Vec<Arc<Condvar>>) {
-        let mut add = |cv: &Arc<Condvar>| {
+    fn wake(&mut self, r: Ready, notify: &mut Vec<Arc<Sleepers>>) {
+        let mut add = |cv: &Arc<Sleepers>| {
             if !notify.iter().any(|n| Arc::ptr_eq(n, cv)) {
                 notify.push(cv.clone());
             }
@@ -214,7 +257,7 @@ impl Inner {
         }
     }
 
-    pub fn new_poller(&mut self) -> (u64, Arc<Condvar>) {
+    pub fn new_poller(&mut self) -> (u64, Arc<Sleepers>) {
         self.next_poller += 1;
         let p = PollerState::default();
         let cv = p.cv.clone();
@@ -327,7 +370,7 @@ impl Shared {
         g: &mut Inner,
         write_here: bool,
         out: &mut Vec<Vec<u8>>,
-        notify: &mut Vec<Arc<Condvar>>,
+        notify: &mut Vec<Arc<Sleepers>>,
     ) -> bool {
         let write_here = write_here && self.direct.is_some();
         if write_here {
@@ -416,10 +459,10 @@ impl Drop for StopOnExit<'_> {
         if !g.stopped {
             g.stopped = true;
             for cv in g.waiters.values() {
-                cv.notify_all();
+                cv.wake_all();
             }
             for p in g.pollers.values() {
-                p.cv.notify_all();
+                p.cv.wake_all();
             }
             self.0.stopped.notify_all();
         }
@@ -512,7 +555,7 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
             done
         };
         for cv in notify.drain(..) {
-            cv.notify_all();
+            cv.wake_all();
         }
         sink.write_packets(&captured);
         captured.clear();
@@ -527,10 +570,10 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
             let mut g = shared.lock();
             g.stopped = true;
             for cv in g.waiters.values() {
-                cv.notify_all();
+                cv.wake_all();
             }
             for p in g.pollers.values() {
-                p.cv.notify_all();
+                p.cv.wake_all();
             }
             shared.stopped.notify_all();
             break;
