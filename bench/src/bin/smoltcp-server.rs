@@ -132,13 +132,6 @@ fn main() {
                     tcp::SocketBuffer::new(vec![0u8; buffer]),
                     tcp::SocketBuffer::new(vec![0u8; send_buffer]),
                 );
-                fn ts() -> u32 {
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u32)
-                        .unwrap_or(0)
-                }
-                s.set_tsval_generator(Some(ts));
                 let _ = s.listen(port);
                 let h = sockets.add(s);
                 conns.insert(
