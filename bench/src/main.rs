@@ -4,7 +4,9 @@
 //! * `pingpong ADDR` — 1 byte to an echo service and back, over and over on
 //!   one connection: the round-trip latency percentiles;
 //! * `bulk recv ADDR` / `bulk send ADDR` — bytes from a chargen or to a
-//!   discard service as fast as they go: the throughput;
+//!   discard service as fast as they go: the throughput; with `--rate-mbit`,
+//!   sent at a fixed rate instead (the kernel paces the socket), so that the
+//!   server's CPU time per byte can be compared at equal load;
 //! * `hold ADDR --count N` — opens N connections and keeps them idle until
 //!   standard input closes (the flat-cost and memory workloads).
 //!
@@ -45,6 +47,10 @@ enum Command {
         /// Bytes to move.
         #[arg(long, default_value_t = 1 << 30)]
         bytes: u64,
+        /// Send at most this many Mbit/s (`send` only): the kernel paces
+        /// the socket (SO_MAX_PACING_RATE).
+        #[arg(long)]
+        rate_mbit: Option<u64>,
     },
     /// Open N connections and hold them idle until standard input closes.
     Hold {
@@ -74,7 +80,8 @@ fn main() {
             direction,
             addr,
             bytes,
-        } => bulk(direction, addr, bytes),
+            rate_mbit,
+        } => bulk(direction, addr, bytes, rate_mbit),
         Command::Hold { addr, count } => hold(addr, count),
     };
     if let Err(e) = result {
@@ -88,6 +95,26 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         .map_err(|e| io::Error::new(e.kind(), format!("connect to {addr}: {e}")))?;
     s.set_nodelay(true)?;
     Ok(s)
+}
+
+/// Limits what `s` sends to `bytes_per_s` (Linux paces it, with or
+/// without the fq qdisc).
+fn pace(s: &TcpStream, bytes_per_s: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket, and a u64 that lives for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            (&bytes_per_s as *const u64).cast(),
+            std::mem::size_of::<u64>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn pingpong(addr: SocketAddr, count: usize, warmup: usize) -> io::Result<()> {
@@ -117,8 +144,21 @@ fn pingpong(addr: SocketAddr, count: usize, warmup: usize) -> io::Result<()> {
     Ok(())
 }
 
-fn bulk(direction: Direction, addr: SocketAddr, bytes: u64) -> io::Result<()> {
+fn bulk(
+    direction: Direction,
+    addr: SocketAddr,
+    bytes: u64,
+    rate_mbit: Option<u64>,
+) -> io::Result<()> {
     let mut s = connect(addr)?;
+    if let Some(mbit) = rate_mbit {
+        if matches!(direction, Direction::Recv) {
+            return Err(io::Error::other(
+                "--rate-mbit paces what this client sends: use it with `send`",
+            ));
+        }
+        pace(&s, mbit * 1_000_000 / 8)?;
+    }
     let mut buf = vec![b'x'; 256 * 1024];
     let start = Instant::now();
     let mut moved = 0u64;
