@@ -13,10 +13,13 @@ use std::time::Duration;
 
 use portlab::Quad;
 
+use crate::inetd::CHUNK;
+
 pub trait Stream: Send + 'static {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Reads and drops up to `max` bytes without copying them anywhere.
-    fn discard(&self, max: usize) -> io::Result<usize>;
+    /// Drops every byte until the end of the stream, copying none of them
+    /// anywhere; returns how many.
+    fn sink(&self) -> io::Result<u64>;
     fn write_all(&self, data: &[u8]) -> io::Result<()>;
     /// Writes all of `data`, then sends FIN.
     fn write_all_then_shutdown(&self, data: &[u8]) -> io::Result<()>;
@@ -35,8 +38,10 @@ impl Stream for portlab::net::TcpStream {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         Read::read(&mut &*self, buf)
     }
-    fn discard(&self, max: usize) -> io::Result<usize> {
-        portlab::net::TcpStream::discard(self, max)
+    /// Where the bytes arrive, in the stack's runtime: this thread sleeps
+    /// until the end (see `TcpStream::sink`).
+    fn sink(&self) -> io::Result<u64> {
+        portlab::net::TcpStream::sink(self)
     }
     fn write_all(&self, data: &[u8]) -> io::Result<()> {
         Write::write_all(&mut &*self, data)
@@ -65,18 +70,29 @@ impl Stream for std::net::TcpStream {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         Read::read(&mut &*self, buf).map_err(timeout_as_timed_out)
     }
-    fn discard(&self, max: usize) -> io::Result<usize> {
+    /// A read per chunk, as any kernel-socket program must.
+    fn sink(&self) -> io::Result<u64> {
+        let mut total = 0;
         loop {
             // SAFETY: with MSG_TRUNC a Linux TCP socket drops the bytes and
             // never writes to the (null) buffer.
-            let n =
-                unsafe { libc::recv(self.as_raw_fd(), std::ptr::null_mut(), max, libc::MSG_TRUNC) };
-            if let Ok(n) = usize::try_from(n) {
-                return Ok(n);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(timeout_as_timed_out(e));
+            let n = unsafe {
+                libc::recv(
+                    self.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    CHUNK,
+                    libc::MSG_TRUNC,
+                )
+            };
+            match usize::try_from(n) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n as u64,
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(timeout_as_timed_out(e));
+                    }
+                }
             }
         }
     }

@@ -731,6 +731,38 @@ impl TcpStream {
     }
 }
 
+impl TcpStream {
+    /// Drops everything the peer sends until its FIN, where it arrives:
+    /// the runtime takes the bytes out of the receive buffer as the engine
+    /// puts them in, and this thread sleeps until the end of the stream
+    /// (a discard service with no thread switch per batch of packets).
+    /// Returns how many bytes were dropped; a reset is an error. With a
+    /// read timeout, `TimedOut` comes after that long without a byte.
+    pub fn sink(&self) -> io::Result<u64> {
+        let id = self.id;
+        let sleepers = self.shared.lock().waiter(Ready::Sink(id));
+        let timeout = self.read_timeout.lock().ok().and_then(|g| *g);
+        let mut seen = 0;
+        loop {
+            let r = retry(
+                &self.shared,
+                &sleepers,
+                &self.nonblocking,
+                timeout,
+                false,
+                |net, now| net.sink(now, id),
+            );
+            // The thread sleeps through the bytes: whether any came is
+            // looked up when the time is up.
+            let sunk = self.shared.lock().net.sunk(id).unwrap_or(seen);
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && sunk > seen => seen = sunk,
+                r => return r,
+            }
+        }
+    }
+}
+
 impl Write for TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
@@ -760,6 +792,7 @@ impl Drop for TcpStream {
             g.net.close(now, self.id);
         }
         g.forget_waiter(Ready::Socket(self.id));
+        g.forget_waiter(Ready::Sink(self.id));
         drop(g);
         self.shared.kick();
     }
@@ -974,6 +1007,7 @@ impl Poller {
                 let (readable, writable) = match r {
                     Ready::Socket(id) => (inner.net.readable(id), inner.net.writable(id)),
                     Ready::Listener(id) => (inner.net.acceptable(id), false),
+                    Ready::Sink(id) => (inner.net.readable(id), false),
                 };
                 let ev = PollEvent {
                     token,

@@ -65,6 +65,8 @@ use crate::window::RecvWindow;
 pub enum Ready {
     Socket(SocketId),
     Listener(SocketId),
+    /// A sink's end (see [`NetStack::sink`]): only its state changes.
+    Sink(SocketId),
 }
 
 pub use crate::listener::ListenError;
@@ -118,12 +120,27 @@ struct Conn {
     egress_pending: bool,
     /// Bytes the application has read (wrapping; see `RecvWindow`).
     read_total: u32,
+    /// Once the application made the connection a sink: the bytes dropped
+    /// on arrival so far (see [`NetStack::sink`]).
+    sunk: Option<u64>,
 }
 
 impl Conn {
     fn socket(&mut self) -> Option<&mut tcp::Socket<'static>> {
         let h = self.handle;
         self.sockets.as_mut().map(|s| s.get_mut::<tcp::Socket>(h))
+    }
+
+    /// A sink drops what has arrived, as if its application had read it.
+    fn sink_received(&mut self) {
+        if self.sunk.is_none() {
+            return;
+        }
+        let n = self.socket().map_or(0, |s| drop_received(s, usize::MAX));
+        self.read_total = self.read_total.wrapping_add(n as u32);
+        if let Some(total) = self.sunk.as_mut() {
+            *total += n as u64;
+        }
     }
 
     /// Bytes read by the application plus those waiting to be (wrapping):
@@ -541,6 +558,7 @@ impl NetStack {
                 snd_nxt: None,
                 egress_pending: false,
                 read_total: 0,
+                sunk: None,
             },
         );
         if let Some(l) = self.listeners.get_mut(listener_id) {
@@ -642,6 +660,7 @@ impl NetStack {
             self.engine.ingress(now, &ack, sockets, &mut self.out);
         }
         self.engine.ingress(now, packet, sockets, &mut self.out);
+        conn.sink_received();
         if seg.rst
             && let Some(s) = conn.socket()
             && matches!(s.state(), TcpState::Closed | TcpState::Listen)
@@ -887,6 +906,9 @@ impl NetStack {
         let quad = conn.quad;
         self.ready.push(Ready::Socket(id));
         if new != old {
+            if conn.sunk.is_some() {
+                self.ready.push(Ready::Sink(id));
+            }
             conn.state = new;
             if conn.closer.is_none() {
                 conn.closer = match new {
@@ -1386,6 +1408,7 @@ impl NetStack {
                 snd_nxt: None,
                 egress_pending: false,
                 read_total: 0,
+                sunk: None,
             },
         );
         self.stats.sockets_created += 1;
@@ -1442,20 +1465,38 @@ impl NetStack {
     /// Drops up to `max` received bytes without copying them (what `recv`
     /// with `MSG_TRUNC` does on a Linux TCP socket); returns how many.
     pub fn discard(&mut self, now: Instant, id: SocketId, max: usize) -> io::Result<usize> {
-        self.take_received(now, id, max, |socket| {
-            let mut n = 0;
-            // The buffer is a ring: its bytes come in at most two pieces.
-            for _ in 0..2 {
-                let left = max - n;
-                n += socket
-                    .recv(|b| {
-                        let k = b.len().min(left);
-                        (k, k)
-                    })
-                    .unwrap_or(0);
-            }
-            n
-        })
+        self.take_received(now, id, max, |socket| drop_received(socket, max))
+    }
+
+    /// Makes the connection a sink: from now on what arrives is dropped
+    /// where it arrives, as the engine takes it in, so that no application
+    /// thread has to wake for it (a discard service). Returns how many
+    /// bytes it dropped once the peer has finished sending (its FIN);
+    /// `WouldBlock` until then, when a change of state wakes
+    /// [`Ready::Sink`]. A reset is an error, as for `recv`.
+    pub fn sink(&mut self, now: Instant, id: SocketId) -> io::Result<u64> {
+        let conn = self.conns.get_mut(&id).ok_or_else(not_connected)?;
+        conn.sunk.get_or_insert(0);
+        conn.sink_received();
+        let total = conn.sunk.unwrap_or(0);
+        let (reset, read_closed) = (conn.reset, conn.read_closed);
+        let ended = conn
+            .socket()
+            .is_none_or(|s| !s.may_recv() || s.state() == TcpState::Closed);
+        // The window the dropped bytes opened goes out.
+        self.settle(now, id);
+        if reset {
+            Err(reset_error())
+        } else if ended || read_closed {
+            Ok(total)
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    /// The bytes a sink has dropped so far (`None` if it is not one).
+    pub fn sunk(&self, id: SocketId) -> Option<u64> {
+        self.conns.get(&id).and_then(|c| c.sunk)
     }
 
     /// The reading half of `recv` and `discard`: `take` removes bytes from
@@ -1914,4 +1955,20 @@ fn synchronized(state: TcpState) -> bool {
 
 fn reset_error() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionReset, "connection reset")
+}
+
+/// Drops up to `max` received bytes from `socket`, from both pieces of its
+/// ring; returns how many.
+fn drop_received(socket: &mut tcp::Socket<'static>, max: usize) -> usize {
+    let mut n = 0;
+    for _ in 0..2 {
+        let left = max - n;
+        n += socket
+            .recv(|b| {
+                let k = b.len().min(left);
+                (k, k)
+            })
+            .unwrap_or(0);
+    }
+    n
 }

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use portlab::event::{Closer, Event, RstReason, SynDropReason};
-use portlab::netstack::ListenError;
+use portlab::netstack::{ListenError, Ready};
 use portlab::{NetConfig, NetStack, Overflow, Quad, SocketId};
 use smoltcp::time::{Duration, Instant};
 
@@ -1511,4 +1511,60 @@ fn discard_drops_bytes_across_the_buffer_wrap_and_reopens_the_window() {
     let mut buf = vec![0u8; 300 * 1024];
     assert_eq!(lab.stack.recv(lab.now, id, &mut buf).unwrap(), 256 * 1024);
     assert!(buf[..256 * 1024].iter().all(|&b| b == b'z'));
+}
+
+/// A sink drops bytes as they arrive, also those that came before it was
+/// made one: four buffers' worth goes through a 64 KiB window with nobody
+/// reading, every segment is taken, and `sink` returns the total at the
+/// peer's FIN.
+#[test]
+fn a_sink_takes_every_byte_with_nobody_reading_and_ends_at_fin() {
+    let mut lab = Lab::with(|cfg| cfg.rx_buffer = 64 * 1024);
+    lab.listen(80, 16);
+    let mut c = Client::new(45950);
+    lab.connect(&mut c);
+    let (id, _) = lab.accept();
+    lab.send(c.data(&[b'a'; 1000]));
+    let e = lab.stack.sink(lab.now, id).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    assert_eq!(lab.stack.sunk(id), Some(1000), "what was there is dropped");
+    lab.settle();
+    while lab.recv().is_some() {}
+    let mut sent = 1000;
+    while sent < 4 * 64 * 1024 {
+        lab.send(c.data(&[b's'; 1400]));
+        sent += 1400;
+        lab.settle();
+        let mut last = None;
+        while let Some(s) = lab.recv() {
+            last = Some(s);
+        }
+        assert_eq!(last.expect("an ACK").ack, c.seq, "taken at {sent} bytes");
+    }
+    assert_eq!(lab.stack.sunk(id), Some(sent as u64));
+    let e = lab.stack.sink(lab.now, id).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    lab.send(c.fin());
+    lab.settle();
+    assert_eq!(lab.stack.sink(lab.now, id).unwrap(), sent as u64);
+}
+
+/// A sink's end is a change of state, which is what wakes its thread: the
+/// readiness of each batch of data does not.
+#[test]
+fn a_sink_wakes_its_thread_at_the_end_only() {
+    let (mut lab, mut c, id) = accepted(45951);
+    let _ = lab.stack.sink(lab.now, id);
+    let mut ready = Vec::new();
+    lab.stack.drain_ready(&mut ready);
+    ready.clear();
+    lab.send(c.data(&[b's'; 1400]));
+    lab.settle();
+    lab.stack.drain_ready(&mut ready);
+    assert!(!ready.contains(&Ready::Sink(id)), "{ready:?}");
+    lab.send(c.rst());
+    lab.stack.drain_ready(&mut ready);
+    assert!(ready.contains(&Ready::Sink(id)), "{ready:?}");
+    let e = lab.stack.sink(lab.now, id).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
 }
