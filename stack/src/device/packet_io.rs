@@ -34,10 +34,14 @@ const TAG_CANCEL: u64 = 4 << 32;
 const TAG_MASK: u64 = !0xffff_ffff;
 
 /// The buffers lent for reads, each large enough for any IP packet (pages a
-/// packet does not reach are never touched). A burst larger than this ends
-/// the multishot read with ENOBUFS; the next wait arms it again, and the
-/// packets wait in the device's queue meanwhile.
-const READ_BUFFERS: u16 = 128;
+/// packet does not reach are never touched: 1 MiB resident for 256 of
+/// 1500-byte packets). A burst larger than this ends the multishot read with
+/// ENOBUFS; the next wait arms it again, and the packets wait in the
+/// device's queue meanwhile. Measured kernel to stack, alternating runs:
+/// 128 buffers ran out in nearly every wake-up of a bulk transfer (about
+/// 125 packets apiece), 9.0 Gbit/s at 940 ms of CPU per GiB; 256, 10.1 at
+/// 820; 512, 9.7 to 10.1; 1024, 9.4.
+const READ_BUFFERS: u16 = 256;
 const READ_BUFFER_LEN: usize = 65536;
 const BUFFER_GROUP: u16 = 0;
 
