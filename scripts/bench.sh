@@ -72,6 +72,8 @@ PORTLAB_RX_KIB=1024
 PORTLAB_TX_KIB=256
 record rx_kib "$PORTLAB_RX_KIB"
 record tx_kib "$PORTLAB_TX_KIB"
+# cpu_ticks PID: the user and system time of process PID, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 
@@ -304,10 +306,10 @@ done
 # and the figure is each stack's own cost.
 cpu_ms_per_gib() {
     local pid=$1 ns=$2 addr=$3 before after
-    before=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    before=$(cpu_ticks "$pid")
     client "$ns" "$BENCH_BIN" bulk send "$addr:9" --bytes "$FIXED_BYTES" --rate-mbit "$FIXED_MBIT" >/dev/null ||
         die "a paced transfer to $addr failed"
-    after=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    after=$(cpu_ticks "$pid")
     python3 -c "print(round(($after - $before) / $(getconf CLK_TCK) * 1000 * (1 << 30) / $FIXED_BYTES))"
 }
 fp=() fs=()
@@ -329,7 +331,6 @@ stop_pid "$OFFLOAD_PID"
 flat_cost() {
     local name=$1 ns=$2 addr=$3 pid=$4 n fifo holder i us before after rps e total
     proc_field() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$pid/status"; }
-    cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
     record "memory.$name.rss_kib.0" "$(proc_field VmRSS)"
     record "memory.$name.vsz_kib.0" "$(proc_field VmSize)"
     for n in $HOLDS; do
@@ -349,9 +350,9 @@ flat_cost() {
         record "memory.$name.vsz_kib.$n" "$(proc_field VmSize)"
         us=() rates=()
         for r in $(seq "$ROUNDS"); do
-            before=$(cpu_ticks)
+            before=$(cpu_ticks "$pid")
             read -r rps e total < <(wrk_run "$ns" "http://$addr/you")
-            after=$(cpu_ticks)
+            after=$(cpu_ticks "$pid")
             us+=("$(python3 -c "print(round(($after - $before) / $(getconf CLK_TCK) * 1e6 / max($total, 1), 2))")")
             rates+=("$rps")
         done

@@ -76,6 +76,15 @@ fn take_mapping(kept: &Mutex<Kept>, rx_len: usize, tx_len: usize) -> Option<Mapp
 /// connection, but for the first page of each buffer without its memory;
 /// unmaps it when enough are kept, or when those kept have other sizes.
 fn give_back(kept: &Mutex<Kept>, m: Mapping, rx_len: usize, tx_len: usize) {
+    let Ok(mut k) = kept.lock() else {
+        return; // dropped: unmapped
+    };
+    if k.free.is_empty() {
+        k.sizes = (rx_len, tx_len);
+    }
+    if k.free.len() >= KEPT || k.sizes != (rx_len, tx_len) {
+        return; // dropped: unmapped, with no pages to give back first
+    }
     for (start, len) in [(0, rx_len), (rx_len, tx_len)] {
         if len > PAGE {
             // SAFETY: a range inside our own mapping, which nothing borrows
@@ -89,15 +98,7 @@ fn give_back(kept: &Mutex<Kept>, m: Mapping, rx_len: usize, tx_len: usize) {
             };
         }
     }
-    let Ok(mut k) = kept.lock() else {
-        return; // dropped: unmapped
-    };
-    if k.free.is_empty() {
-        k.sizes = (rx_len, tx_len);
-    }
-    if k.free.len() < KEPT && k.sizes == (rx_len, tx_len) {
-        k.free.push(m);
-    }
+    k.free.push(m);
 }
 
 // The mapping is plain memory owned by one connection.

@@ -752,11 +752,16 @@ impl TcpStream {
                 false,
                 |net, now| net.sink(now, id),
             );
-            // The thread sleeps through the bytes: whether any came is
-            // looked up when the time is up.
-            let sunk = self.shared.lock().net.sunk(id).unwrap_or(seen);
             match r {
-                Err(e) if e.kind() == io::ErrorKind::TimedOut && sunk > seen => seen = sunk,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    // The thread sleeps through the bytes: whether any
+                    // came is looked up when the time is up.
+                    let sunk = self.shared.lock().net.sunk(id).unwrap_or(seen);
+                    if sunk == seen {
+                        return Err(e);
+                    }
+                    seen = sunk;
+                }
                 r => return r,
             }
         }

@@ -1479,19 +1479,12 @@ impl NetStack {
         conn.sunk.get_or_insert(0);
         conn.sink_received();
         let total = conn.sunk.unwrap_or(0);
-        let (reset, read_closed) = (conn.reset, conn.read_closed);
-        let ended = conn
-            .socket()
-            .is_none_or(|s| !s.may_recv() || s.state() == TcpState::Closed);
+        // Nothing is left to take: what `recv` would say now is the end of
+        // the stream, a reset, or to wait.
+        let end = self.take_received(now, id, usize::MAX, |_| 0);
         // The window the dropped bytes opened goes out.
         self.settle(now, id);
-        if reset {
-            Err(reset_error())
-        } else if ended || read_closed {
-            Ok(total)
-        } else {
-            Err(io::ErrorKind::WouldBlock.into())
-        }
+        end.map(|_| total)
     }
 
     /// The bytes a sink has dropped so far (`None` if it is not one).

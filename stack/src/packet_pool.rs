@@ -37,17 +37,9 @@ pub fn take(len: usize) -> Vec<u8> {
     } else {
         None
     };
-    match reused {
-        Some(mut v) => {
-            v.resize(len, 0);
-            v
-        }
-        None => {
-            let mut v = Vec::with_capacity(len.max(BUF));
-            v.resize(len, 0);
-            v
-        }
-    }
+    let mut v = reused.unwrap_or_else(|| Vec::with_capacity(len.max(BUF)));
+    v.resize(len, 0);
+    v
 }
 
 /// Gives back a written packet's buffer for later packets of this thread.
