@@ -437,7 +437,7 @@ fn stopped() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "the stack has stopped")
 }
 
-/// Sleeps on `cv` until woken or until `deadline`; `TimedOut` past it.
+/// Sleeps on `sleepers` until woken or until `deadline`; `TimedOut` past it.
 fn wait<'a>(
     sleepers: &Sleepers,
     g: MutexGuard<'a, Inner>,

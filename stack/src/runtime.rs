@@ -198,7 +198,7 @@ pub struct Inner {
 }
 
 impl Inner {
-    /// The condition variable that a thread waiting on `r` sleeps on.
+    /// What a thread waiting on `r` sleeps on.
     pub fn waiter(&mut self, r: Ready) -> Arc<Sleepers> {
         self.waiters.entry(r).or_default().clone()
     }
@@ -388,6 +388,19 @@ impl Shared {
             || g.stopping.is_some()
     }
 
+    /// Marks the stack stopped and wakes every thread waiting on it: on a
+    /// socket, in a poller, or for the stop itself.
+    fn mark_stopped(&self, g: &mut Inner) {
+        g.stopped = true;
+        for cv in g.waiters.values() {
+            cv.wake_all();
+        }
+        for p in g.pollers.values() {
+            p.cv.wake_all();
+        }
+        self.stopped.notify_all();
+    }
+
     /// Writes packets an application call produced (after
     /// [`Shared::after_app_call`], without the lock).
     pub fn write_direct(&self, packets: &mut Vec<Vec<u8>>) {
@@ -457,14 +470,7 @@ impl Drop for StopOnExit<'_> {
     fn drop(&mut self) {
         let mut g = self.0.lock();
         if !g.stopped {
-            g.stopped = true;
-            for cv in g.waiters.values() {
-                cv.wake_all();
-            }
-            for p in g.pollers.values() {
-                p.cv.wake_all();
-            }
-            self.0.stopped.notify_all();
+            self.0.mark_stopped(&mut g);
         }
     }
 }
@@ -567,15 +573,7 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
         if done {
             // Only now, with the last events written, may anyone see the
             // stack as stopped (and the process exit).
-            let mut g = shared.lock();
-            g.stopped = true;
-            for cv in g.waiters.values() {
-                cv.wake_all();
-            }
-            for p in g.pollers.values() {
-                p.cv.wake_all();
-            }
-            shared.stopped.notify_all();
+            shared.mark_stopped(&mut shared.lock());
             break;
         }
     }
