@@ -74,6 +74,10 @@ pub struct KernelServeArgs {
     /// Seconds a client may take to send a request's headers.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub header_timeout: u64,
+
+    /// Whether the HTTP server sets TCP_NODELAY on its connections, as nginx does.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub nodelay: OnOff,
 }
 
 const LISTEN_EXAMPLES: &str = "\
@@ -347,6 +351,29 @@ impl ConnectArgs {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum NagleArg {
+    /// Hold a partial segment only while an earlier partial one is
+    /// unacknowledged (Minshall's variant, as Linux).
+    Minshall,
+    /// Hold a partial segment while anything is unacknowledged (RFC 896 as
+    /// written, smoltcp's own): meets the client's delayed ACK.
+    Classic,
+}
+
+/// A switch: `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn on(self) -> bool {
+        self == OnOff::On
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum OverflowArg {
     /// Drop the completing ACK silently; the client retransmits (Linux default).
     Drop,
@@ -400,6 +427,14 @@ pub struct ServeArgs {
     /// Half-open connections (SYN-RECEIVED) allowed per listener.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub syn_queue: usize,
+
+    /// The stack's Nagle rule for sockets without TCP_NODELAY.
+    #[arg(long, value_enum, default_value_t = NagleArg::Minshall)]
+    pub nagle: NagleArg,
+
+    /// Whether the HTTP server sets TCP_NODELAY on its connections, as nginx does.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub nodelay: OnOff,
 
     /// Seconds a connection may stay in SYN-RECEIVED.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
@@ -547,6 +582,10 @@ impl ServeArgs {
             OverflowArg::Rst => Overflow::Rst,
         };
         c.net.syn_queue_cap = self.syn_queue.max(1);
+        c.net.nagle = match self.nagle {
+            NagleArg::Minshall => portlab::NagleRule::Minshall,
+            NagleArg::Classic => portlab::NagleRule::Classic,
+        };
         c.net.syn_timeout = smoltcp_secs(self.syn_timeout);
         c.net.time_wait = smoltcp_secs(self.time_wait);
         Ok(c)

@@ -65,6 +65,9 @@ pub fn run(
                         Ok((stream, _)) => {
                             stream.set_nonblocking(true);
                             stream.set_served_by("event-loop");
+                            if server.nodelay {
+                                let _ = stream.set_nodelay(true);
+                            }
                             let token = next_token;
                             next_token += 1;
                             poller.register(&stream, token, Interest::READABLE);

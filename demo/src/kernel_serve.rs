@@ -74,6 +74,7 @@ pub fn run(args: &KernelServeArgs) -> Result<()> {
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
         max_connections: args.max_connections.max(1),
         active: Arc::default(),
+        nodelay: args.nodelay.on(),
     };
     while let Some(stream) = accept(&http) {
         let server = server.clone();

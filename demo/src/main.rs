@@ -84,9 +84,11 @@ fn event_style(kind: &str) -> env_logger::fmt::style::Style {
         "rst_sent" | "syn_dropped" | "listen_failed" | "http_bad_request" => {
             AnsiColor::Red.on_default()
         }
-        "handshake_held" | "packet_dropped" | "suppressed" | "http_header_timeout" => {
-            AnsiColor::Yellow.on_default()
-        }
+        "handshake_held"
+        | "nagle_held"
+        | "packet_dropped"
+        | "suppressed"
+        | "http_header_timeout" => AnsiColor::Yellow.on_default(),
         "state" => AnsiColor::Blue.on_default(),
         "closed" | "time_wait_expired" | "time_wait_reused" | "listen_closed" => {
             Style::new().effects(Effects::DIMMED)
@@ -139,6 +141,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 header_timeout: args.header_timeout(),
                 max_connections: args.max_connections.max(1),
                 active: Default::default(),
+                nodelay: args.nodelay.on(),
             };
             let result = models::run(&args, &stack, server);
             stack.shutdown(grace);

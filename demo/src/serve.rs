@@ -29,6 +29,9 @@ pub struct Server {
     pub max_connections: usize,
     /// Connections being served now.
     pub active: Arc<AtomicUsize>,
+    /// Set `TCP_NODELAY` on every connection, as nginx does (`tcp_nodelay
+    /// on`): a response's last partial segment never waits for an ACK.
+    pub nodelay: bool,
 }
 
 /// Counts a connection as served while it lives.
@@ -71,6 +74,9 @@ pub fn serve_connection(server: &Server, stream: impl Stream) {
         return;
     };
     let header_timeout = server.header_timeout;
+    if server.nodelay {
+        stream.set_nodelay(true);
+    }
     stream.set_read_timeout(Some(header_timeout));
     // A write fails after this long without any progress. Generous: through
     // 30% loss the engine's retransmissions back off to a minute each, and

@@ -25,6 +25,8 @@ pub trait Stream: Send + 'static {
     fn write_all_then_shutdown(&self, data: &[u8]) -> io::Result<()>;
     fn set_read_timeout(&self, t: Option<Duration>);
     fn set_write_timeout(&self, t: Option<Duration>);
+    /// `TCP_NODELAY`: no partial segment waits for an acknowledgement.
+    fn set_nodelay(&self, on: bool);
     /// The connection's 4-tuple, local end first.
     fn quad(&self) -> Quad;
     /// A number for the page: the stack's socket id, or the kernel's fd.
@@ -54,6 +56,9 @@ impl Stream for portlab::net::TcpStream {
     }
     fn set_write_timeout(&self, t: Option<Duration>) {
         portlab::net::TcpStream::set_write_timeout(self, t)
+    }
+    fn set_nodelay(&self, on: bool) {
+        let _ = portlab::net::TcpStream::set_nodelay(self, on);
     }
     fn quad(&self) -> Quad {
         portlab::net::TcpStream::quad(self)
@@ -117,6 +122,9 @@ impl Stream for std::net::TcpStream {
     }
     fn set_write_timeout(&self, t: Option<Duration>) {
         let _ = std::net::TcpStream::set_write_timeout(self, t.map(at_least_a_microsecond));
+    }
+    fn set_nodelay(&self, on: bool) {
+        let _ = std::net::TcpStream::set_nodelay(self, on);
     }
     fn quad(&self) -> Quad {
         let unspecified = || std::net::SocketAddr::from(([0, 0, 0, 0], 0));

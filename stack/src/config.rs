@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use smoltcp::time::Duration;
 
+pub use crate::nagle::NagleRule;
 use crate::ports::{Algorithm, PortRange};
 
 /// What to do with the ACK that completes a handshake when the accept queue is full.
@@ -75,6 +76,9 @@ pub struct NetConfig {
     pub port_algorithm: Algorithm,
     /// The ephemeral port range.
     pub port_range: PortRange,
+    /// The form of Nagle's algorithm for connections without `TCP_NODELAY`
+    /// (see `nagle`): Minshall's, as Linux, unless told otherwise.
+    pub nagle: NagleRule,
 }
 
 impl NetConfig {
@@ -103,6 +107,7 @@ impl NetConfig {
             event_rate: 1000,
             port_algorithm: Algorithm::DoubleHash,
             port_range: PortRange::IANA,
+            nagle: NagleRule::Minshall,
         }
     }
 

@@ -214,6 +214,22 @@ pub enum Event {
     /// A segment completing (or following) a handshake was held back
     /// because the accept queue is full; the client will retransmit.
     HandshakeHeld { id: SocketId, quad: Quad },
+    /// Nagle's algorithm holds `bytes` of a connection's data, a partial
+    /// segment, until the peer acknowledges `until_ack` (see `nagle`).
+    NagleHeld {
+        id: SocketId,
+        quad: Quad,
+        bytes: u32,
+        until_ack: u32,
+        rule: &'static str,
+    },
+    /// The bytes Nagle's algorithm held left, `held_us` after the hold began.
+    NagleReleased {
+        id: SocketId,
+        quad: Quad,
+        bytes: u32,
+        held_us: u64,
+    },
     /// The stack sent a reset.
     RstSent {
         quad: Quad,
@@ -316,6 +332,8 @@ impl Event {
             Event::Syn { .. } => "syn",
             Event::SynDropped { .. } => "syn_dropped",
             Event::HandshakeHeld { .. } => "handshake_held",
+            Event::NagleHeld { .. } => "nagle_held",
+            Event::NagleReleased { .. } => "nagle_released",
             Event::RstSent { .. } => "rst_sent",
             Event::SocketCreated { .. } => "socket_created",
             Event::PortChosen { .. } => "port_chosen",
@@ -337,6 +355,8 @@ impl Event {
     pub fn id(&self) -> Option<SocketId> {
         match self {
             Event::HandshakeHeld { id, .. }
+            | Event::NagleHeld { id, .. }
+            | Event::NagleReleased { id, .. }
             | Event::UdpBind { id, .. }
             | Event::UdpClosed { id, .. }
             | Event::UdpFlow { id, .. }
@@ -361,6 +381,8 @@ impl Event {
             | Event::PortUnreachable { quad }
             | Event::PortChosen { quad, .. }
             | Event::HandshakeHeld { quad, .. }
+            | Event::NagleHeld { quad, .. }
+            | Event::NagleReleased { quad, .. }
             | Event::RstSent { quad, .. }
             | Event::SocketCreated { quad, .. }
             | Event::Accepted { quad, .. }
@@ -440,6 +462,18 @@ impl Record {
             }
             Event::SynDropped { reason, .. } => format!("dropped: {}", reason.as_str()),
             Event::HandshakeHeld { .. } => "handshake ACK held back: accept queue full".into(),
+            Event::NagleHeld {
+                bytes,
+                until_ack,
+                rule,
+                ..
+            } => format!(
+                "Nagle ({rule}) holds {bytes} bytes until the peer acknowledges {until_ack}"
+            ),
+            Event::NagleReleased { bytes, held_us, .. } => format!(
+                "{bytes} bytes held by Nagle sent after {:.3} ms",
+                *held_us as f64 / 1e3
+            ),
             Event::RstSent { reason, .. } => format!("reset: {}", reason.as_str()),
             Event::SocketCreated { listener, .. } => match listener {
                 Some((lid, l)) => format!("new socket from listener {lid} ({l})"),
@@ -580,6 +614,20 @@ impl Record {
             }
             Event::SynDropped { reason, .. } => o.str("reason", reason.as_str()),
             Event::HandshakeHeld { .. } => o.str("reason", "accept queue full"),
+            Event::NagleHeld {
+                bytes,
+                until_ack,
+                rule,
+                ..
+            } => {
+                o.raw("bytes", &bytes.to_string());
+                o.raw("until_ack", &until_ack.to_string());
+                o.str("rule", rule);
+            }
+            Event::NagleReleased { bytes, held_us, .. } => {
+                o.raw("bytes", &bytes.to_string());
+                o.raw("held_us", &held_us.to_string());
+            }
             Event::RstSent { reason, .. } => o.str("reason", reason.as_str()),
             Event::SocketCreated { listener, .. } => match listener {
                 Some((lid, l)) => {

@@ -15,6 +15,7 @@
 //! * [`timers`] — every connection's next deadline, in order;
 //! * [`engine`] — smoltcp as the TCP engine, one connection at a time;
 //! * [`window`] — the receive window's edge, and the ACKs smoltcp would not read past it;
+//! * [`nagle`] — Nagle's algorithm as Linux runs it (Minshall's variant), and `TCP_NODELAY`;
 //! * [`buffers`] — socket buffers that cost no memory until they are used;
 //! * [`netstack`] — the sans-IO core that ties them together;
 //! * [`table`] — the connection table, as `ss` would show it;
@@ -44,6 +45,7 @@ pub mod faults;
 pub mod fuzz;
 pub mod gso;
 pub mod listener;
+pub mod nagle;
 pub mod net;
 pub mod netstack;
 pub mod packet_pool;
@@ -61,7 +63,7 @@ pub mod udp;
 pub mod uring;
 pub mod window;
 
-pub use config::{NetConfig, Overflow};
+pub use config::{NagleRule, NetConfig, Overflow};
 
 /// The stack's time types (smoltcp's): instants are Unix time in microseconds.
 pub mod time {

@@ -593,6 +593,24 @@ impl TcpStream {
         }
     }
 
+    /// `TCP_NODELAY`, as `std::net::TcpStream::set_nodelay`: with `true`,
+    /// Nagle's algorithm is off and a partial segment never waits for the
+    /// peer's acknowledgement. Off by default: Minshall's rule, as in Linux
+    /// (see [`crate::nagle`]).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        let mut g = live(&self.shared)?;
+        let now = self.shared.clock.now();
+        let r = g.net.set_nodelay(now, self.id, nodelay);
+        drop(g);
+        self.shared.kick();
+        r
+    }
+
+    /// Whether `TCP_NODELAY` is set (see [`TcpStream::set_nodelay`]).
+    pub fn nodelay(&self) -> io::Result<bool> {
+        live(&self.shared)?.net.nodelay(self.id)
+    }
+
     /// Half- or fully closes the connection (`Write` sends FIN).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         let mut g = live(&self.shared)?;

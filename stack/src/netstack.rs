@@ -51,6 +51,7 @@ use crate::demux::{Demux, Slot};
 use crate::engine::Engine;
 use crate::event::{Closer, DropReason, Event, RateLimiter, Record, RstReason, SynDropReason};
 use crate::listener::{Listener, Listeners};
+use crate::nagle::{self, Nagle};
 use crate::ports::{PortChooser, Purpose, Rejection};
 use crate::quad::{IdMap, Quad, SocketId};
 use crate::segment::{self, Inbound, Segment};
@@ -123,6 +124,8 @@ struct Conn {
     /// Once the application made the connection a sink: the bytes dropped
     /// on arrival so far (see [`NetStack::sink`]).
     sunk: Option<u64>,
+    /// Nagle's algorithm: when a partial segment waits (see `nagle`).
+    nagle: Nagle,
 }
 
 impl Conn {
@@ -536,6 +539,8 @@ impl NetStack {
         if !self.demux.insert_conn(quad, id) {
             return;
         }
+        let mut nagle = Nagle::default();
+        nagle.handshake(&seg.options, self.cfg.mtu, quad.local.is_ipv6());
         self.conns.insert(
             id,
             Conn {
@@ -559,6 +564,7 @@ impl NetStack {
                 egress_pending: false,
                 read_total: 0,
                 sunk: None,
+                nagle,
             },
         );
         if let Some(l) = self.listeners.get_mut(listener_id) {
@@ -622,6 +628,11 @@ impl NetStack {
         }
         if seg.syn && seg.ack && conn.state == TcpState::SynSent {
             conn.window.peer_syn(seg);
+            conn.nagle
+                .handshake(&seg.options, self.cfg.mtu, conn.quad.local.is_ipv6());
+        }
+        if seg.ack && !seg.rst {
+            conn.nagle.acked(seg.ack_number, conn.snd_nxt);
         }
         let challenge = challenge(conn, seg);
         let past_edge = match synchronized(conn.state) && challenge.is_none() {
@@ -777,9 +788,7 @@ impl NetStack {
             self.abort(now, id, RstReason::OrphanTimeout);
             return;
         }
-        if let Some(sockets) = conn.sockets.as_mut() {
-            self.engine.egress(now, sockets, &mut self.out);
-        }
+        self.egress(now, id);
         self.settle(now, id);
     }
 
@@ -802,15 +811,58 @@ impl NetStack {
     /// Sends what the connection's socket wants to send, then reports and
     /// acts on any change of state, and schedules its next timer.
     fn settle(&mut self, now: Instant, id: SocketId) {
+        let Some(quad) = self.conns.get(&id).map(|c| c.quad) else {
+            return;
+        };
+        self.egress(now, id);
+        self.flush_out(now, Some(id), Some(quad));
+        self.after_send(now, id);
+        self.observe(now, id);
+    }
+
+    /// Lets the connection's socket send what it has to, under the
+    /// connection's Nagle rule.
+    fn egress(&mut self, now: Instant, id: SocketId) {
+        let rule = self.cfg.nagle;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        let handle = conn.handle;
         if let Some(sockets) = conn.sockets.as_mut() {
+            conn.nagle
+                .apply(rule, sockets.get_mut::<tcp::Socket>(handle));
             self.engine.egress(now, sockets, &mut self.out);
         }
+    }
+
+    /// Reports a partial segment that Nagle's algorithm began to hold, or
+    /// the release of one.
+    fn after_send(&mut self, now: Instant, id: SocketId) {
+        let rule = self.cfg.nagle;
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(queued) = conn.socket().map(|s| s.send_queue()) else {
+            return;
+        };
         let quad = conn.quad;
-        self.flush_out(now, Some(id), Some(quad));
-        self.observe(now, id);
+        let event = match conn.nagle.after_send(now, rule, queued, conn.snd_nxt) {
+            Some(nagle::Change::Held { bytes, until_ack }) => Event::NagleHeld {
+                id,
+                quad,
+                bytes,
+                until_ack,
+                rule: rule.as_str(),
+            },
+            Some(nagle::Change::Released { bytes, held_us }) => Event::NagleReleased {
+                id,
+                quad,
+                bytes,
+                held_us,
+            },
+            None => return,
+        };
+        self.emit(now, event);
     }
 
     /// Moves what the engine transmitted to the transmit queue, reporting resets.
@@ -843,6 +895,10 @@ impl NetStack {
                     let ahead = c
                         .snd_nxt
                         .is_none_or(|n| (f.seq_end.wrapping_sub(n) as i32) > 0);
+                    let seq = f
+                        .seq_end
+                        .wrapping_sub(f.payload_len + u32::from(f.fin) + u32::from(f.syn));
+                    c.nagle.sent(seq, f.payload_len, ahead, f.syn);
                     if ahead {
                         c.snd_nxt = Some(f.seq_end);
                     }
@@ -1386,6 +1442,8 @@ impl NetStack {
         let id = SocketId(self.next_id);
         self.next_id += 1;
         self.demux.insert_conn(quad, id);
+        // The full segment's size is known from the SYN-ACK (`deliver`).
+        let nagle = Nagle::default();
         self.conns.insert(
             id,
             Conn {
@@ -1409,6 +1467,7 @@ impl NetStack {
                 egress_pending: false,
                 read_total: 0,
                 sunk: None,
+                nagle,
             },
         );
         self.stats.sockets_created += 1;
@@ -1552,6 +1611,22 @@ impl NetStack {
         let n = socket.send_slice(data).unwrap_or(0);
         self.settle(now, id);
         Ok(n)
+    }
+
+    /// `TCP_NODELAY`: with `on`, a partial segment never waits for an
+    /// acknowledgement (Nagle's algorithm off, see `nagle`); what was held
+    /// leaves now, as in Linux.
+    pub fn set_nodelay(&mut self, now: Instant, id: SocketId, on: bool) -> io::Result<()> {
+        let conn = self.conns.get_mut(&id).ok_or_else(not_connected)?;
+        conn.nagle.set_nodelay(on);
+        self.settle(now, id);
+        Ok(())
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self, id: SocketId) -> io::Result<bool> {
+        let conn = self.conns.get(&id).ok_or_else(not_connected)?;
+        Ok(conn.nagle.nodelay())
     }
 
     /// Whether a read would not block (data, end of stream, or an error).

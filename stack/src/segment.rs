@@ -232,6 +232,8 @@ pub struct Outbound {
     pub ack_number: u32,
     /// The sequence number after this segment (its data, SYN and FIN).
     pub seq_end: u32,
+    /// The length of its data.
+    pub payload_len: u32,
     /// The window field, as sent (scaled, except on a SYN).
     pub window: u16,
     /// The window scale option (read on SYN segments only).
@@ -273,6 +275,7 @@ pub fn outbound(packet: &[u8]) -> Option<Outbound> {
         ack_number: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
         seq_end: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]])
             .wrapping_add(payload + u32::from(fin) + u32::from(syn)),
+        payload_len: payload,
     })
 }
 

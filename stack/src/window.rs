@@ -203,6 +203,7 @@ mod tests {
             ack: true,
             ack_number: ack,
             seq_end: 1,
+            payload_len: 0,
             window: 64240,
             window_scale: Some(3),
         };

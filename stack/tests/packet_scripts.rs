@@ -1568,3 +1568,143 @@ fn a_sink_wakes_its_thread_at_the_end_only() {
     let e = lab.stack.sink(lab.now, id).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
 }
+
+// ----- Nagle meets delayed ACK --------------------------------------------
+
+/// The live page's size: three full segments of 1460 bytes and 20 more.
+const PAGE: usize = 4400;
+
+/// A lab listening on port 80 (`f` sets its config), with one accepted
+/// connection from a client that announced an MSS of 1460 and no
+/// timestamps: a full segment carries 1460 bytes.
+fn accepted_mss(f: impl FnOnce(&mut NetConfig)) -> (Lab, Client, SocketId) {
+    let mut lab = Lab::with(f);
+    lab.listen(80, 16);
+    let mut c = Client::new(40100);
+    lab.send(c.build(
+        |b| {
+            b.syn()
+                .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+                .unwrap()
+        },
+        c.isn,
+        &[],
+    ));
+    let synack = lab.expect();
+    c.established(synack.seq);
+    lab.send(c.ack());
+    let (id, _) = lab.accept();
+    (lab, c, id)
+}
+
+/// Every data segment the stack sent now, in order; the client (which
+/// acknowledges nothing yet: its ACK is delayed) records how far it got.
+fn data_segments(lab: &mut Lab, c: &mut Client) -> Vec<usize> {
+    let mut lens = Vec::new();
+    while let Some(s) = lab.recv() {
+        if !s.payload.is_empty() {
+            assert_eq!(s.seq, c.ack, "segments in order, none missing");
+            c.ack = s.seq.wrapping_add(s.payload.len() as u32);
+            lens.push(s.payload.len());
+        }
+    }
+    lens
+}
+
+fn nagle_events(lab: &mut Lab) -> Vec<Event> {
+    lab.take_events()
+        .iter()
+        .filter(|e| e.kind().starts_with("nagle_"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_page_written_at_once_leaves_whole_though_the_peer_delays_its_acks() {
+    let (mut lab, mut c, id) = accepted_mss(|_| {});
+    assert_eq!(lab.stack.send(lab.now, id, &[b'p'; PAGE]).unwrap(), PAGE);
+    // No ACK from the client, and no time passes: all of it is out.
+    assert_eq!(data_segments(&mut lab, &mut c), [1460, 1460, 1460, 20]);
+    // The next request acknowledges it; the next page leaves whole too.
+    lab.send(c.data(b"GET / HTTP/1.1\r\n\r\n"));
+    let mut buf = [0u8; 64];
+    lab.stack.recv(lab.now, id, &mut buf).unwrap();
+    lab.stack.send(lab.now, id, &[b'q'; PAGE]).unwrap();
+    assert_eq!(data_segments(&mut lab, &mut c), [1460, 1460, 1460, 20]);
+    assert_eq!(nagle_events(&mut lab), [], "nothing was held");
+}
+
+#[test]
+fn classic_nagle_holds_the_pages_last_segment_until_the_delayed_ack() {
+    let (mut lab, mut c, id) = accepted_mss(|cfg| cfg.nagle = portlab::NagleRule::Classic);
+    lab.stack.send(lab.now, id, &[b'p'; PAGE]).unwrap();
+    assert_eq!(data_segments(&mut lab, &mut c), [1460, 1460, 1460]);
+    // The client's delayed ACK fires after 40 ms; until then, nothing.
+    lab.advance(Duration::from_millis(39));
+    assert_eq!(data_segments(&mut lab, &mut c), [] as [usize; 0]);
+    let until = c.ack;
+    lab.advance(Duration::from_millis(1));
+    lab.send(c.ack());
+    assert_eq!(data_segments(&mut lab, &mut c), [20], "released by the ACK");
+    let quad = c.quad();
+    assert_eq!(
+        nagle_events(&mut lab),
+        [
+            Event::NagleHeld {
+                id,
+                quad,
+                bytes: 20,
+                until_ack: until,
+                rule: "classic"
+            },
+            Event::NagleReleased {
+                id,
+                quad,
+                bytes: 20,
+                held_us: 40_000
+            }
+        ]
+    );
+}
+
+#[test]
+fn minshall_holds_a_second_small_write_until_the_first_is_acknowledged() {
+    let (mut lab, mut c, id) = accepted_mss(|_| {});
+    lab.stack.send(lab.now, id, &[b'a'; 100]).unwrap();
+    assert_eq!(data_segments(&mut lab, &mut c), [100]);
+    // Tiny writes still coalesce: the second waits, and a third joins it.
+    lab.stack.send(lab.now, id, &[b'b'; 100]).unwrap();
+    lab.stack.send(lab.now, id, &[b'c'; 50]).unwrap();
+    assert_eq!(data_segments(&mut lab, &mut c), [] as [usize; 0]);
+    lab.send(c.ack());
+    assert_eq!(data_segments(&mut lab, &mut c), [150]);
+    let kinds: Vec<_> = nagle_events(&mut lab)
+        .iter()
+        .map(|e| e.kind().to_string())
+        .collect();
+    assert_eq!(kinds, ["nagle_held", "nagle_released"]);
+}
+
+#[test]
+fn nodelay_releases_what_is_held_and_sends_every_small_write_at_once() {
+    let (mut lab, mut c, id) = accepted_mss(|_| {});
+    assert!(
+        !lab.stack.nodelay(id).unwrap(),
+        "off by default, as in Linux"
+    );
+    lab.stack.send(lab.now, id, &[b'a'; 100]).unwrap();
+    lab.stack.send(lab.now, id, &[b'b'; 100]).unwrap();
+    assert_eq!(data_segments(&mut lab, &mut c), [100]);
+    // Setting TCP_NODELAY pushes out what waits, as Linux does.
+    lab.stack.set_nodelay(lab.now, id, true).unwrap();
+    assert!(lab.stack.nodelay(id).unwrap());
+    assert_eq!(data_segments(&mut lab, &mut c), [100]);
+    lab.stack.send(lab.now, id, &[b'c'; 10]).unwrap();
+    lab.stack.send(lab.now, id, &[b'd'; 10]).unwrap();
+    assert_eq!(data_segments(&mut lab, &mut c), [10, 10]);
+    // Classic Nagle too is off under TCP_NODELAY.
+    let (mut lab, mut c, id) = accepted_mss(|cfg| cfg.nagle = portlab::NagleRule::Classic);
+    lab.stack.set_nodelay(lab.now, id, true).unwrap();
+    lab.stack.send(lab.now, id, &[b'p'; PAGE]).unwrap();
+    assert_eq!(data_segments(&mut lab, &mut c), [1460, 1460, 1460, 20]);
+}
