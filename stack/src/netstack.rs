@@ -815,8 +815,8 @@ impl NetStack {
             return;
         };
         self.egress(now, id);
-        self.flush_out(now, Some(id), Some(quad));
-        self.after_send(now, id);
+        let frame = self.flush_out(now, Some(id), Some(quad));
+        self.after_send(now, id, frame);
         self.observe(now, id);
     }
 
@@ -836,8 +836,10 @@ impl NetStack {
     }
 
     /// Reports a partial segment that Nagle's algorithm began to hold, or
-    /// the release of one.
-    fn after_send(&mut self, now: Instant, id: SocketId) {
+    /// the release of one; `frame` is the last data segment just sent (the
+    /// one the held bytes would have followed, or the released bytes), and
+    /// the event names it.
+    fn after_send(&mut self, now: Instant, id: SocketId, frame: Option<u64>) {
         let rule = self.cfg.nagle;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -862,14 +864,19 @@ impl NetStack {
             },
             None => return,
         };
+        let cause = self.current_frame;
+        self.current_frame = frame.or(cause);
         self.emit(now, event);
+        self.current_frame = cause;
     }
 
-    /// Moves what the engine transmitted to the transmit queue, reporting resets.
-    fn flush_out(&mut self, now: Instant, id: Option<SocketId>, quad: Option<Quad>) {
+    /// Moves what the engine transmitted to the transmit queue, reporting
+    /// resets; returns the capture frame of the last segment with data.
+    fn flush_out(&mut self, now: Instant, id: Option<SocketId>, quad: Option<Quad>) -> Option<u64> {
         if self.out.is_empty() {
-            return;
+            return None;
         }
+        let mut last_data = None;
         let mut out = std::mem::take(&mut self.out);
         let closing = id
             .and_then(|id| self.conns.get_mut(&id))
@@ -911,6 +918,9 @@ impl NetStack {
                 c.last_ack = Some(packet.clone());
             }
             let frame = self.transmit(now, packet);
+            if flags.is_some_and(|f| f.payload_len > 0) {
+                last_data = frame.or(last_data);
+            }
             if let (Some(f), Some(quad)) = (flags, quad)
                 && f.rst
             {
@@ -928,6 +938,7 @@ impl NetStack {
             }
         }
         self.out = out;
+        last_data
     }
 
     /// Adds an outgoing segment to the connection's story: parsed when the
