@@ -13,7 +13,7 @@ URL="http://$ADDR/"
 TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill connect_20 shared_local_port
        model_thread_per_connection model_one_at_a_time model_single model_workers model_reuseport model_event_loop
        backlog_overflow_drop backlog_overflow_rst pcap
-       ss_listener_queues ss_thousand browser_page browser_parallel terminal_output
+       ss_listener_queues ss_finds_stacks ss_thousand browser_page browser_parallel terminal_output
        udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping
        lossy_link privileges_dropped syn_flood slow_clients churn
        restart_mid_transfer malformed_packets offload packet_io kernel_serve_closes_first)
@@ -474,6 +474,35 @@ time.sleep(3)" &
     echo "$out" | grep -Eq '^LISTEN +3 +5 +\[::\]:80' \
         || fail "want LISTEN with Recv-Q 3 (accept queue) and Send-Q 5 (backlog)" || return 1
     ok "ss -l: Recv-Q is the accept queue (3 waiting), Send-Q the backlog (5)"
+}
+
+test_ss_finds_stacks() {
+    setup ss_finds_stacks --tun pts0
+    local first=$PORTLAB_PID out
+    out=$(in_ns "$PORTLAB_BIN" ss -l 2>&1)
+    echo "$out" | sed 's/^/    /'
+    echo "$out" | grep -Eq '^LISTEN .*\[::\]:80' \
+        || fail "portlab ss -l without flags did not find the stack on pts0" || return 1
+    portlab_start "$NS" "$LAB_TMP/ss2.jsonl" "$LAB_TMP/ss2.log" --tun pts1 --addr 10.203.81.2/24 \
+        --addr6 none --udp-port 0 --port 8080
+    out=$(in_ns "$PORTLAB_BIN" ss -l 2>&1)
+    echo "$out" | sed 's/^/    /'
+    echo "$out" | grep -q '^portlab on pts0 ' && echo "$out" | grep -q '^portlab on pts1 ' \
+        || fail "with two stacks, ss -l did not show both under their headings" || return 1
+    [ "$(echo "$out" | grep -c '^LISTEN')" = 2 ] || fail "want one listener from each stack" || return 1
+    out=$(in_ns "$PORTLAB_BIN" ss -l --tun pts1 2>&1)
+    echo "$out" | grep -Eq '^LISTEN .*:8080' && ! echo "$out" | grep -q ':80 ' \
+        || fail "--tun pts1 did not narrow it to that stack: $out" || return 1
+    out=$(in_ns "$PORTLAB_BIN" ss --json 2>&1) \
+        && { fail "ss --json with two stacks should ask which: $out"; return 1; }
+    echo "$out" | grep -q -- '--tun pts0' && echo "$out" | grep -q -- '--tun pts1' \
+        || fail "ss --json with two stacks did not list them: $out" || return 1
+    portlab_stop INT
+    PORTLAB_PID=$first portlab_stop INT
+    out=$(in_ns "$PORTLAB_BIN" ss 2>&1) && { fail "ss with no stack running succeeded: $out"; return 1; }
+    echo "$out" | grep -q 'no portlab is running in this network namespace' \
+        || fail "ss with no stack running said: $out" || return 1
+    ok "ss finds the stack on pts0 without flags, shows two under headings, --tun narrows, --json asks which, none is a clear error"
 }
 
 test_ss_thousand() {

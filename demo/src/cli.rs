@@ -114,13 +114,15 @@ Examples:
   sudo portlab ss            connections (not listeners), like 'ss -t'
   sudo portlab ss -l         listening sockets: Recv-Q is the accept queue, Send-Q the backlog
   sudo portlab ss -a --json  everything, as JSON
-Run it in the same network namespace as the stack (or give --control PATH).";
+  sudo portlab ss --tun lab1 only the stack on device lab1
+Run it in the same network namespace as the stack: it finds every portlab running
+there (several: each under its own heading), or give --tun NAME or --control PATH.";
 
 #[derive(Args, Debug)]
 pub struct SsArgs {
-    /// The stack's TUN device name (finds its control socket).
-    #[arg(long, default_value = DEFAULT_TUN, value_name = "NAME")]
-    pub tun: String,
+    /// Only the stack on this TUN device [default: every stack in this network namespace].
+    #[arg(long, value_name = "NAME")]
+    pub tun: Option<String>,
 
     /// The control socket's path (overrides --tun).
     #[arg(long, value_name = "PATH")]

@@ -102,25 +102,81 @@ pub fn format(rows: &[&Row]) -> String {
 }
 
 pub fn run(args: &SsArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let path = args
-        .control
-        .clone()
-        .unwrap_or_else(|| control::default_path(&args.tun));
+    let stacks = targets(args)?;
     if args.json {
-        crate::output::stdout(&control::request(&path, "sockets json")?)?;
+        let [one] = &stacks[..] else {
+            return Err(several("--json shows one stack's table", &stacks).into());
+        };
+        crate::output::stdout(&control::request(&one.path, "sockets json")?)?;
         return Ok(());
     }
-    let rows = parse(&control::request(&path, "sockets tsv")?);
-    // As ss: -t and -u choose protocols (TCP by default); -l listening
-    // sockets only (a bound UDP socket counts as listening), -a everything.
-    let (tcp, udp) = (args.tcp || !args.udp, args.udp);
-    let shown: Vec<&Row> = rows
-        .iter()
-        .filter(|r| if r.udp { udp } else { tcp })
-        .filter(|r| args.all || (r.listening || r.udp) == args.listening)
-        .collect();
-    crate::output::stdout(&format(&shown))?;
+    let mut out = String::new();
+    for (i, stack) in stacks.iter().enumerate() {
+        let rows = parse(&control::request(&stack.path, "sockets tsv")?);
+        // As ss: -t and -u choose protocols (TCP by default); -l listening
+        // sockets only (a bound UDP socket counts as listening), -a everything.
+        let (tcp, udp) = (args.tcp || !args.udp, args.udp);
+        let shown: Vec<&Row> = rows
+            .iter()
+            .filter(|r| if r.udp { udp } else { tcp })
+            .filter(|r| args.all || (r.listening || r.udp) == args.listening)
+            .collect();
+        if stacks.len() > 1 {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&format!(
+                "portlab on {} ({}):\n",
+                stack.device,
+                stack.path.display()
+            ));
+        }
+        out.push_str(&format(&shown));
+    }
+    crate::output::stdout(&out)?;
     Ok(())
+}
+
+/// The stacks to show: the one `--control` or `--tun` names, else every
+/// one running in this network namespace.
+fn targets(args: &SsArgs) -> Result<Vec<control::Found>, String> {
+    if let Some(path) = &args.control {
+        let device = args.tun.clone().unwrap_or_else(|| "?".into());
+        return Ok(vec![control::Found {
+            device,
+            path: path.clone(),
+        }]);
+    }
+    if let Some(tun) = &args.tun {
+        return Ok(vec![control::Found {
+            device: tun.clone(),
+            path: control::default_path(tun),
+        }]);
+    }
+    let found = control::running_here();
+    if found.is_empty() {
+        return Err(format!(
+            "no portlab is running in this network namespace (no live control socket \
+             {}/*-{}.sock). Start one ('sudo portlab serve'), run this in the stack's \
+             namespace ('ip netns exec NS portlab ss'), or pass --control PATH",
+            control::socket_dir().display(),
+            control::netns_id()
+        ));
+    }
+    Ok(found)
+}
+
+/// Several stacks where one is needed: which they are, and how to choose.
+fn several(what: &str, stacks: &[control::Found]) -> String {
+    let list: Vec<String> = stacks
+        .iter()
+        .map(|s| format!("--tun {} ({})", s.device, s.path.display()))
+        .collect();
+    format!(
+        "{what}, and {} are running in this network namespace: choose one with {}",
+        stacks.len(),
+        list.join(" or ")
+    )
 }
 
 #[cfg(test)]

@@ -49,6 +49,44 @@ pub fn default_path(device: &str) -> PathBuf {
     socket_dir().join(format!("{device}-{}.sock", netns_id()))
 }
 
+/// A stack found running in this network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its TUN device's name.
+    pub device: String,
+    /// Its control socket.
+    pub path: PathBuf,
+}
+
+/// Every stack running in this network namespace, by device name: the live
+/// control sockets named `<device>-<netns>.sock` in [`socket_dir`] (and, for
+/// a user other than root, in `/run/portlab`, where stacks started with sudo
+/// put theirs). A socket nobody answers on (left by a killed process) is
+/// not a stack.
+pub fn running_here() -> Vec<Found> {
+    let suffix = format!("-{}.sock", netns_id());
+    let mut dirs = vec![socket_dir()];
+    if dirs[0] != Path::new("/run/portlab") {
+        dirs.push(PathBuf::from("/run/portlab"));
+    }
+    let mut found: Vec<Found> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name().into_string().ok()?;
+            let device = name.strip_suffix(&suffix)?.to_string();
+            let path = entry.path();
+            UnixStream::connect(&path).ok()?;
+            Some(Found { device, path })
+        })
+        .collect();
+    found.sort_by(|a, b| a.device.cmp(&b.device));
+    found.dedup_by(|a, b| a.device == b.device);
+    found
+}
+
 /// A running control server; dropping it stops it and removes the socket.
 pub struct ControlServer {
     path: PathBuf,
