@@ -13,7 +13,7 @@ URL="http://$ADDR/"
 TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill connect_20 shared_local_port
        model_thread_per_connection model_one_at_a_time model_single model_workers model_reuseport model_event_loop
        backlog_overflow_drop backlog_overflow_rst pcap
-       ss_listener_queues ss_finds_stacks ss_thousand browser_page browser_parallel terminal_output
+       ss_listener_queues ss_finds_stacks ss_thousand page_at_scale browser_page browser_parallel terminal_output
        udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping
        lossy_link privileges_dropped syn_flood slow_clients churn
        restart_mid_transfer malformed_packets offload packet_io kernel_serve_closes_first)
@@ -503,6 +503,13 @@ test_ss_finds_stacks() {
     echo "$out" | grep -q 'no portlab is running in this network namespace' \
         || fail "ss with no stack running said: $out" || return 1
     ok "ss finds the stack on pts0 without flags, shows two under headings, --tun narrows, --json asks which, none is a clear error"
+}
+
+test_page_at_scale() {
+    # scripts/scale.sh makes its own namespace; 100,000 connections by hand.
+    "$PORTLAB_ROOT/scripts/scale.sh" --connections 10000 2>&1 | sed 's/^/  /'
+    [ "${PIPESTATUS[0]}" = 0 ] || fail "the page at 10,000 connections (above)" || return 1
+    ok "beside 10,000 connections every page is under 256 KiB and 100 ms; counts, filters, pages and 400s right"
 }
 
 test_ss_thousand() {

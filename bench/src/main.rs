@@ -7,8 +7,10 @@
 //!   discard service as fast as they go: the throughput; with `--rate-mbit`,
 //!   sent at a fixed rate instead (the kernel paces the socket), so that the
 //!   server's CPU time per byte can be compared at equal load;
-//! * `hold ADDR --count N` — opens N connections and keeps them idle until
-//!   standard input closes (the flat-cost and memory workloads).
+//! * `hold ADDR --count N [--from IP]...` — opens N connections and keeps
+//!   them idle until standard input closes (the flat-cost and memory
+//!   workloads; with `--from`, spread over those source addresses, for more
+//!   connections than one address has ports).
 //!
 //! wrk (from Debian) drives the HTTP workloads.
 
@@ -57,6 +59,10 @@ enum Command {
         addr: SocketAddr,
         #[arg(long)]
         count: usize,
+        /// Source addresses to connect from, in turn (each has about 28,000
+        /// ports towards one server).
+        #[arg(long = "from", value_name = "IP")]
+        from: Vec<std::net::IpAddr>,
     },
 }
 
@@ -82,7 +88,7 @@ fn main() {
             bytes,
             rate_mbit,
         } => bulk(direction, addr, bytes, rate_mbit),
-        Command::Hold { addr, count } => hold(addr, count),
+        Command::Hold { addr, count, from } => hold(addr, count, &from),
     };
     if let Err(e) = result {
         eprintln!("portlab-bench: {e}");
@@ -95,6 +101,62 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         .map_err(|e| io::Error::new(e.kind(), format!("connect to {addr}: {e}")))?;
     s.set_nodelay(true)?;
     Ok(s)
+}
+
+/// A connection from source address `src` (the kernel picks the port when
+/// it connects, so each address has a port range per server).
+fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    // IP_BIND_ADDRESS_NO_PORT: choose the port at connect, by 4-tuple.
+    let on: libc::c_int = 1;
+    // SAFETY: a valid int option on a socket we own.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    s.bind(&SocketAddr::new(src, 0).into())?;
+    s.connect_timeout(&addr.into(), Duration::from_secs(10))
+        .map_err(|e| io::Error::new(e.kind(), format!("connect from {src} to {addr}: {e}")))?;
+    Ok(s.into())
+}
+
+/// Lets this process hold `n` descriptors (root may raise the hard limit).
+fn raise_fd_limit(n: u64) -> io::Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur >= n {
+            return Ok(());
+        }
+        let want = libc::rlimit {
+            rlim_cur: n.max(lim.rlim_cur),
+            rlim_max: n.max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "cannot raise the open-file limit to {n} ({}): run as root or raise ulimit -n",
+                    io::Error::last_os_error()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Limits what `s` sends to `bytes_per_s` (Linux paces it, with or
@@ -191,11 +253,15 @@ fn bulk(
     Ok(())
 }
 
-fn hold(addr: SocketAddr, count: usize) -> io::Result<()> {
+fn hold(addr: SocketAddr, count: usize, from: &[std::net::IpAddr]) -> io::Result<()> {
+    raise_fd_limit(count as u64 + 64)?;
     let start = Instant::now();
     let mut held = Vec::with_capacity(count);
-    for _ in 0..count {
-        held.push(connect(addr)?);
+    for i in 0..count {
+        held.push(match from.get(i % from.len().max(1)) {
+            Some(src) => connect_from(*src, addr)?,
+            None => connect(addr)?,
+        });
     }
     println!(
         "{{\"held\":{},\"seconds\":{:.3}}}",

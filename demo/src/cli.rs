@@ -450,6 +450,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_connections: usize,
 
+    /// Sockets the stack holds at most, connections in every state (more
+    /// SYNs are dropped: `syn_dropped`, socket limit reached).
+    #[arg(long, default_value_t = 16384, value_name = "N")]
+    pub max_sockets: usize,
+
     /// Seconds a client may take to send a request's headers (and to stay idle
     /// between keep-alive requests).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
@@ -584,6 +589,7 @@ impl ServeArgs {
             OverflowArg::Rst => Overflow::Rst,
         };
         c.net.syn_queue_cap = self.syn_queue.max(1);
+        c.net.max_sockets = self.max_sockets.max(1);
         c.net.nagle = match self.nagle {
             NagleArg::Minshall => portlab::NagleRule::Minshall,
             NagleArg::Classic => portlab::NagleRule::Classic,

@@ -14,6 +14,7 @@ mod listen;
 mod models;
 mod output;
 mod page;
+mod query;
 mod serve;
 mod signals;
 mod ss;

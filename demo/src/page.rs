@@ -1,43 +1,51 @@
 //! What a visitor sees: its own 4-tuple and the live connection table, as
 //! HTML (`GET /`) and as JSON (`GET /connections.json`).
+//!
+//! Both show a *page* of the table, never all of it: at 100,000 connections
+//! the whole table is megabytes, and a browser redrawing it every second
+//! stalls. A page holds the counts of every row (by state, by local port, by
+//! remote host), the visitor's own connection first, and the newest
+//! connections that pass the query's filter (`query`), with links to the
+//! next and previous pages.
 
 use std::fmt::Write as _;
 
 use portlab::Quad;
 use portlab::event::push_json_string;
-use portlab::netstack::Table;
+use portlab::table::{Query, Remote, STATES, SocketInfo, TablePage};
+
+use crate::query;
 
 /// Everything a page shows.
 pub struct View<'a> {
     pub you: Quad,
     pub your_id: u64,
     pub model: &'a str,
-    pub table: &'a Table,
+    pub page: &'a TablePage,
+    pub query: &'a Query,
 }
 
 impl View<'_> {
     /// Connections (not TIME-WAIT, not closing) on the visitor's local port.
     fn open_on_port(&self) -> usize {
-        let port = self.you.local.port();
-        self.table
-            .sockets
-            .iter()
-            .filter(|s| {
-                s.quad.local.port() == port && s.owner != "time-wait" && s.owner != "closing"
-            })
-            .count()
+        self.page.open_on_port(self.you.local.port())
     }
 
     pub fn json(&self) -> String {
         let mut o = String::from("{\"you\":{");
-        let _ = write!(o, "\"id\":{},\"local\":", self.your_id);
-        push_json_string(&mut o, &self.you.local.to_string());
-        o.push_str(",\"remote\":");
-        push_json_string(&mut o, &self.you.remote.to_string());
+        match &self.page.you {
+            Some(row) => row.json_fields(&mut o),
+            None => {
+                let _ = write!(o, "\"id\":{},\"local\":", self.your_id);
+                push_json_string(&mut o, &self.you.local.to_string());
+                o.push_str(",\"remote\":");
+                push_json_string(&mut o, &self.you.remote.to_string());
+            }
+        }
         o.push_str("},\"model\":");
         push_json_string(&mut o, self.model);
         let _ = write!(o, ",\"open_on_port\":{},", self.open_on_port());
-        self.table.json_fields(&mut o);
+        self.page.json_fields(&mut o);
         o.push('}');
         o
     }
@@ -70,11 +78,14 @@ impl View<'_> {
             s = if n == 1 { "" } else { "s" },
             model = html_escape(self.model),
         );
-        h.push_str(
-            "<h2>Listening sockets</h2><table id=\"listeners\"><tr><th>socket</th><th>local</th>\
-             <th>SYN queue</th><th>accept queue</th><th>backlog</th></tr>",
-        );
-        for l in &self.table.listeners {
+        h.push_str("<h2>Your connection</h2><table id=\"mine\">");
+        h.push_str(SOCKET_HEADINGS);
+        if let Some(row) = &self.page.you {
+            socket_row(&mut h, row, true);
+        }
+        h.push_str("</table><h2>Listening sockets</h2><table id=\"listeners\">");
+        h.push_str(LISTENER_HEADINGS);
+        for l in &self.page.listeners {
             let _ = write!(
                 h,
                 "<tr><td>#{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -86,44 +97,147 @@ impl View<'_> {
                 l.backlog
             );
         }
-        h.push_str(
-            "</table><h2>Connection table</h2><table id=\"sockets\"><tr><th>socket</th>\
-             <th>local</th><th>remote</th><th>state</th><th>held by</th><th>served by</th></tr>",
-        );
-        for s in &self.table.sockets {
-            let mine = s.quad == *you;
-            let _ = write!(
-                h,
-                "<tr{}><td><a href=\"/story/{id}\">#{id}</a></td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td></tr>",
-                if mine { " class=\"mine\"" } else { "" },
-                s.quad.local,
-                s.quad.remote,
-                s.state,
-                s.owner,
-                html_escape(s.served_by.as_deref().unwrap_or("")),
-                id = s.id.0,
-            );
+        h.push_str("</table><h2>What the table holds</h2><div id=\"counts\">");
+        self.counts_html(&mut h);
+        h.push_str("</div>");
+        self.filter_form(&mut h);
+        h.push_str("<h2>Connections, newest first</h2><p id=\"pager\">");
+        self.pager_html(&mut h);
+        h.push_str("</p><table id=\"sockets\">");
+        h.push_str(SOCKET_HEADINGS);
+        for row in &self.page.sockets {
+            socket_row(&mut h, row, row.quad == *you);
         }
-        let st = &self.table.stats;
+        let st = &self.page.stats;
         let _ = writeln!(
             h,
             "</table><p class=\"stats\" id=\"stats\">SYNs seen {}, dropped {}, handshakes held {}, \
              resets sent {}, sockets created {}, TIME-WAIT reused {}.</p>\
              <p>The page updates itself every second. Each socket links to its story: a diagram of \
-             its handshake and teardown, and its events. The same table as JSON: \
-             <a href=\"/connections.json\">/connections.json</a>.</p>\
-             <script>const MINE = {mine};\n{LIVE_JS}</script></body></html>",
+             its handshake and teardown, and its events. The same page as JSON: \
+             <a href=\"/connections.json{qs}\">/connections.json{qs}</a>.</p>\
+             <script>const MINE = {mine}, QUERY = \"{query}\";\n{LIVE_JS}</script></body></html>",
             st.syns,
             st.syns_dropped,
             st.handshakes_held,
             st.resets_sent,
             st.sockets_created,
             st.time_wait_reused,
+            qs = html_escape(&question(&query::to_string(self.query, self.query.offset))),
+            query = query::to_string(self.query, self.query.offset),
             mine = self.your_id,
         );
         h
     }
+
+    fn counts_html(&self, h: &mut String) {
+        let c = &self.page.counts;
+        let _ = write!(h, "<p>{} rows in all. By state:", c.total);
+        for (state, n) in &c.by_state {
+            let _ = write!(h, " <a href=\"/?state={state}\">{state}</a> {n};");
+        }
+        h.push_str("</p><p>Open connections by local port:");
+        for (port, n) in &c.by_port {
+            let _ = write!(h, " <a href=\"/?port={port}\">{port}</a> {n};");
+        }
+        let _ = write!(
+            h,
+            "</p><p>{} remote host{}; the busiest:",
+            c.remote_hosts,
+            if c.remote_hosts == 1 { "" } else { "s" }
+        );
+        for (host, n) in &c.by_remote {
+            let _ = write!(h, " <a href=\"/?remote={host}\">{host}</a> {n};");
+        }
+        h.push_str("</p>");
+    }
+
+    fn filter_form(&self, h: &mut String) {
+        let q = self.query;
+        h.push_str(
+            "<form id=\"filter\" method=\"get\" action=\"/\"><label>state <select name=\"state\">\
+             <option value=\"\">any</option>",
+        );
+        for s in STATES {
+            let sel = if q.state == Some(s) { " selected" } else { "" };
+            let _ = write!(h, "<option{sel}>{s}</option>");
+        }
+        let remote = match q.remote {
+            Some(Remote::Host(ip)) => ip.to_string(),
+            Some(Remote::Addr(a)) => a.to_string(),
+            None => String::new(),
+        };
+        let _ = write!(
+            h,
+            "</select></label> <label>local port <input name=\"port\" size=\"5\" value=\"{}\"></label> \
+             <label>remote <input name=\"remote\" size=\"22\" value=\"{}\"></label> \
+             <label>rows <input name=\"limit\" size=\"4\" value=\"{}\"></label> \
+             <button>show</button> <a href=\"/\">all</a></form>",
+            q.port.map(|p| p.to_string()).unwrap_or_default(),
+            html_escape(&remote),
+            q.limit,
+        );
+    }
+
+    fn pager_html(&self, h: &mut String) {
+        let (q, p) = (self.query, self.page);
+        let first = if p.sockets.is_empty() {
+            0
+        } else {
+            p.offset + 1
+        };
+        let _ = write!(
+            h,
+            "Rows {first}&ndash;{} of {} matching ({} in all).",
+            p.offset + p.sockets.len(),
+            p.counts.matched,
+            p.counts.total
+        );
+        if p.offset > 0 {
+            let newer = p.offset.saturating_sub(p.limit);
+            let _ = write!(
+                h,
+                " <a id=\"newer\" href=\"/{}\">&larr; newer</a>",
+                html_escape(&question(&query::to_string(q, newer)))
+            );
+        }
+        if p.offset + p.sockets.len() < p.counts.matched {
+            let _ = write!(
+                h,
+                " <a id=\"older\" href=\"/{}\">older &rarr;</a>",
+                html_escape(&question(&query::to_string(q, p.offset + p.limit)))
+            );
+        }
+    }
+}
+
+/// `?` and the query string, or nothing for an empty one.
+fn question(qs: &str) -> String {
+    if qs.is_empty() {
+        String::new()
+    } else {
+        format!("?{qs}")
+    }
+}
+
+const SOCKET_HEADINGS: &str = "<tr><th>socket</th><th>local</th><th>remote</th><th>state</th>\
+    <th>held by</th><th>served by</th></tr>";
+const LISTENER_HEADINGS: &str = "<tr><th>socket</th><th>local</th><th>SYN queue</th>\
+    <th>accept queue</th><th>backlog</th></tr>";
+
+fn socket_row(h: &mut String, s: &SocketInfo, mine: bool) {
+    let _ = write!(
+        h,
+        "<tr{}><td><a href=\"/story/{id}\">#{id}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+         <td>{}</td><td>{}</td></tr>",
+        if mine { " class=\"mine\"" } else { "" },
+        s.quad.local,
+        s.quad.remote,
+        s.state,
+        s.owner,
+        html_escape(s.served_by.as_deref().unwrap_or("")),
+        id = s.id.0,
+    );
 }
 
 /// `/parallel`: six frames loaded at once. HTTP/1.1 carries one request at a
@@ -158,25 +272,39 @@ pub fn you_html(you: Quad, id: u64) -> String {
     )
 }
 
-/// Keeps the page live: fetches the table every second and redraws it, no
-/// reload, no external scripts (the lab has no internet).
+/// Keeps the page live: fetches the same page of the table as JSON every
+/// second and redraws it, no reload, no external scripts (the lab has no
+/// internet).
 const LIVE_JS: &str = r#"
 const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
+const HEAD = '<tr><th>socket</th><th>local</th><th>remote</th><th>state</th><th>held by</th><th>served by</th></tr>';
+const row = s => `<tr${s.id === MINE ? ' class="mine"' : ''}><td><a href="/story/${s.id}">#${s.id}</a></td><td>${esc(s.local)}</td><td>${esc(s.remote)}</td><td>${esc(s.state)}</td><td>${esc(s.owner)}</td><td>${esc(s.served_by)}</td></tr>`;
+const link = (k, v, n) => ` <a href="/?${k}=${encodeURIComponent(v)}">${esc(v)}</a> ${n};`;
 let last = null;
 async function refresh() {
   try {
-    const r = await fetch('/connections.json', {cache: 'no-store'});
+    const r = await fetch('/connections.json' + (QUERY ? '?' + QUERY : ''), {cache: 'no-store'});
     const d = await r.json();
-    const port = d.you.local.split(':').pop();
-    const open = d.sockets.filter(s => s.local.endsWith(':' + port) && s.owner !== 'time-wait' && s.owner !== 'closing').length;
+    const open = d.open_on_port;
     document.getElementById('count').textContent = open;
     document.getElementById('noun').textContent = open === 1 ? 'connection' : 'connections';
+    if (d.you.state) document.getElementById('mine').innerHTML = HEAD + row(d.you);
     let rows = '<tr><th>socket</th><th>local</th><th>SYN queue</th><th>accept queue</th><th>backlog</th></tr>';
     for (const l of d.listeners) rows += `<tr><td>#${l.id}${l.reuse ? ' (reuse-port)' : ''}</td><td>${esc(l.local)}</td><td>${l.syn_queue}</td><td>${l.accept_queue}</td><td>${l.backlog}</td></tr>`;
     document.getElementById('listeners').innerHTML = rows;
-    rows = '<tr><th>socket</th><th>local</th><th>remote</th><th>state</th><th>held by</th><th>served by</th></tr>';
-    for (const s of d.sockets) rows += `<tr${s.id === MINE ? ' class="mine"' : ''}><td><a href="/story/${s.id}">#${s.id}</a></td><td>${esc(s.local)}</td><td>${esc(s.remote)}</td><td>${esc(s.state)}</td><td>${esc(s.owner)}</td><td>${esc(s.served_by)}</td></tr>`;
-    document.getElementById('sockets').innerHTML = rows;
+    const c = d.counts;
+    let counts = `<p>${c.total} rows in all. By state:`;
+    for (const [k, n] of Object.entries(c.by_state)) counts += link('state', k, n);
+    counts += '</p><p>Open connections by local port:';
+    for (const [k, n] of Object.entries(c.by_port)) counts += link('port', k, n);
+    counts += `</p><p>${c.remote_hosts} remote host${c.remote_hosts === 1 ? '' : 's'}; the busiest:`;
+    for (const h of c.by_remote) counts += link('remote', h.host, h.count);
+    document.getElementById('counts').innerHTML = counts + '</p>';
+    const p = d.page, first = d.sockets.length ? p.offset + 1 : 0;
+    const pager = document.getElementById('pager');
+    const links = [...pager.querySelectorAll('a')].map(a => ' ' + a.outerHTML).join('');
+    pager.innerHTML = `Rows ${first}&ndash;${p.offset + d.sockets.length} of ${c.matched} matching (${c.total} in all).` + links;
+    document.getElementById('sockets').innerHTML = HEAD + d.sockets.map(row).join('');
     const st = d.stats, now = Date.now();
     let rate = '';
     if (last) rate = `, ${((st.sockets_created - last.n) * 1000 / (now - last.t)).toFixed(1)} new connections/s`;
@@ -204,26 +332,43 @@ pub fn html_escape(s: &str) -> String {
 mod tests {
     use super::*;
     use portlab::SocketId;
-    use portlab::netstack::{ListenerInfo, SocketInfo};
+    use portlab::netstack::ListenerInfo;
+    use portlab::table::{Counter, page_of};
 
-    fn table() -> Table {
-        let q = |p: u16| {
-            Quad::new(
+    fn row(id: u64, p: u16, state: &str, owner: &'static str) -> SocketInfo {
+        SocketInfo {
+            id: SocketId(id),
+            quad: Quad::new(
                 "10.203.80.2:80".parse().unwrap(),
                 format!("10.203.80.1:{p}").parse().unwrap(),
-            )
-        };
-        let row = |id: u64, p: u16, owner: &'static str| SocketInfo {
-            id: SocketId(id),
-            quad: q(p),
-            state: "ESTABLISHED".into(),
+            ),
+            state: state.into(),
             owner,
             accepted_by: Some("main".into()),
             served_by: Some("conn-<1>".into()),
             recv_queue: 0,
             send_queue: 0,
-        };
-        Table {
+        }
+    }
+
+    /// A table of three rows, paged as the stack pages it.
+    fn page(q: &Query) -> TablePage {
+        let rows = [
+            row(1, 51234, "ESTABLISHED", "application"),
+            row(2, 51236, "ESTABLISHED", "application"),
+            row(3, 40000, "TIME-WAIT", "time-wait"),
+        ];
+        let mut c = Counter::default();
+        let mut ids = Vec::new();
+        for r in &rows {
+            let m = q.matches(&r.state, &r.quad);
+            c.row(&r.state, &r.quad, true, r.owner != "time-wait", m);
+            if m {
+                ids.push(r.id);
+            }
+        }
+        let page = page_of(ids, q.offset, q.limit);
+        TablePage {
             listeners: vec![ListenerInfo {
                 id: SocketId(100),
                 reuse: false,
@@ -232,35 +377,77 @@ mod tests {
                 syn_queue: 0,
                 accept_queue: 1,
             }],
-            sockets: vec![
-                row(1, 51234, "application"),
-                row(2, 51236, "application"),
-                row(3, 40000, "time-wait"),
-            ],
+            counts: c.finish(),
+            you: q.you.map(|y| rows[y.0 as usize - 1].clone()),
+            sockets: page
+                .iter()
+                .map(|id| rows[id.0 as usize - 1].clone())
+                .collect(),
+            offset: q.offset,
+            limit: q.limit,
             stats: Default::default(),
+        }
+    }
+
+    fn view<'a>(page: &'a TablePage, q: &'a Query) -> View<'a> {
+        View {
+            you: page.you.as_ref().unwrap().quad,
+            your_id: 1,
+            model: "thread-per-connection",
+            page,
+            query: q,
         }
     }
 
     #[test]
     fn page_names_the_visitors_four_tuple_and_counts_open_connections() {
-        let t = table();
-        let v = View {
-            you: t.sockets[0].quad,
-            your_id: 1,
-            model: "thread-per-connection",
-            table: &t,
+        let q = Query {
+            you: Some(SocketId(1)),
+            ..Query::default()
         };
+        let p = page(&q);
+        let v = view(&p, &q);
         let html = v.html();
         assert!(html.contains("You are <b>10.203.80.1:51234</b> talking to <b>10.203.80.2:80</b>"));
         assert!(html.contains(
             "one of <b id=\"count\">2</b> <span id=\"noun\">connections</span> on port 80"
         ));
-        assert!(html.contains("<tr class=\"mine\"><td><a href=\"/story/1\">#1</a></td>"));
+        assert!(html.contains(
+            "<table id=\"mine\"><tr><th>socket</th><th>local</th><th>remote</th><th>state</th>\
+             <th>held by</th><th>served by</th></tr><tr class=\"mine\"><td><a href=\"/story/1\">#1</a>"
+        ), "the visitor's own row comes first");
         assert!(html.contains("conn-&lt;1&gt;"), "names are escaped");
+        assert!(html.contains("Rows 1&ndash;3 of 3 matching (3 in all)."));
+        let newest = html.find("/story/3").unwrap();
+        assert!(newest < html.rfind("/story/2").unwrap(), "newest first");
         let json = v.json();
         assert!(json.starts_with(
-            r#"{"you":{"id":1,"local":"10.203.80.2:80","remote":"10.203.80.1:51234"}"#
+            r#"{"you":{"id":1,"local":"10.203.80.2:80","remote":"10.203.80.1:51234","state":"ESTABLISHED""#
         ));
         assert!(json.contains(r#""accept_queue":1"#));
+        assert!(json.contains(
+            r#""counts":{"total":3,"matched":3,"by_state":{"ESTABLISHED":2,"TIME-WAIT":1},"by_port":{"80":2},"by_remote":[{"host":"10.203.80.1","count":3}],"remote_hosts":1},"page":{"offset":0,"limit":50,"returned":3}"#
+        ), "{json}");
+    }
+
+    #[test]
+    fn a_filtered_page_links_to_the_pages_around_it() {
+        let q = Query {
+            state: Some("ESTABLISHED"),
+            limit: 1,
+            offset: 1,
+            you: Some(SocketId(1)),
+            ..Query::default()
+        };
+        let p = page(&q);
+        let html = view(&p, &q).html();
+        assert!(
+            html.contains("Rows 2&ndash;2 of 2 matching (3 in all)."),
+            "{html}"
+        );
+        assert!(html.contains("<a id=\"newer\" href=\"/?state=ESTABLISHED&amp;limit=1\">"));
+        assert!(!html.contains("id=\"older\""), "no older page");
+        assert!(html.contains("<option selected>ESTABLISHED</option>"));
+        assert!(html.contains("QUERY = \"state=ESTABLISHED&limit=1&offset=1\""));
     }
 }

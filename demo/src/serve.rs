@@ -250,12 +250,22 @@ fn route(stack: Option<&Stack>, model: &str, stream: &impl Stream, req: &Request
             let Some(stack) = stack else {
                 return no_table();
             };
-            let table = stack.table();
+            let qs = req.target.split_once('?').map_or("", |(_, q)| q);
+            let mut query = match crate::query::parse(qs) {
+                Ok(q) => q,
+                Err(why) => {
+                    stream.emit("http_bad_request", format!("400 {why}"));
+                    return Response::text(400, "Bad Request", &format!("{why}\n"));
+                }
+            };
+            query.you = Some(portlab::SocketId(stream.number()));
+            let page = stack.table_page(&query);
             let view = View {
                 you: stream.quad(),
                 your_id: stream.number(),
                 model,
-                table: &table,
+                page: &page,
+                query: &query,
             };
             if path == "/" {
                 Response::new(

@@ -393,6 +393,12 @@ impl Stack {
         self.shared.lock().net.table()
     }
 
+    /// A page of the table: counts of every row, the visitor's own row,
+    /// and the rows the query asks for (see [`crate::table::Query`]).
+    pub fn table_page(&self, q: &crate::table::Query) -> crate::table::TablePage {
+        self.shared.lock().net.table_page(q)
+    }
+
     /// Records an application event in the stack's event log.
     pub fn emit(&self, event: Event) {
         let now = self.shared.clock.now();

@@ -72,7 +72,8 @@ pub enum Ready {
 
 pub use crate::listener::ListenError;
 
-pub use crate::table::{ListenerInfo, SocketInfo, Stats, Table};
+use crate::table::{self, Counter};
+pub use crate::table::{ListenerInfo, Query, SocketInfo, Stats, Table, TablePage};
 
 /// Who holds a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1899,6 +1900,107 @@ impl NetStack {
 
     /// A snapshot of every listener and socket (sorted by id).
     pub fn table(&mut self) -> Table {
+        let listeners = self.listener_infos();
+        let mut sockets: Vec<SocketInfo> = Vec::new();
+        for (id, conn) in self.conns.iter_mut() {
+            if conn.sockets.is_some() {
+                sockets.push(conn_info(*id, conn));
+            }
+        }
+        for (quad, tw) in self.demux.time_waits() {
+            sockets.push(time_wait_info(tw.id, *quad));
+        }
+        sockets.extend(self.udp.iter().map(udp_info));
+        sockets.sort_by_key(|s| s.id);
+        Table {
+            listeners,
+            sockets,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// A page of the table: the counts of every row, the visitor's own
+    /// row, and the rows `q` asks for, newest first. One walk over the
+    /// rows, allocating only for those returned: at 100,000 connections
+    /// the page costs a pass over them, not a copy of each.
+    pub fn table_page(&mut self, q: &Query) -> TablePage {
+        let mut counter = Counter::default();
+        let mut ids: Vec<SocketId> = Vec::new();
+        for (id, conn) in self.conns.iter() {
+            if conn.sockets.is_none() {
+                continue;
+            }
+            // The state last reported (`observe` keeps it current): no
+            // visit to the socket itself, a cache miss per row.
+            let state = table::tcp_state(conn.state);
+            let matched = q.matches(state, &conn.quad);
+            counter.row(
+                state,
+                &conn.quad,
+                true,
+                conn.owner != Owner::Orphan,
+                matched,
+            );
+            if matched {
+                ids.push(*id);
+            }
+        }
+        for (quad, tw) in self.demux.time_waits() {
+            let state = table::tcp_state(TcpState::TimeWait);
+            let matched = q.matches(state, quad);
+            counter.row(state, quad, true, false, matched);
+            if matched {
+                ids.push(tw.id);
+            }
+        }
+        for u in self.udp.iter() {
+            let info = udp_info(u);
+            let matched = q.matches(&info.state, &info.quad);
+            counter.row(&info.state, &info.quad, false, true, matched);
+            if matched {
+                ids.push(u.id);
+            }
+        }
+        let page = table::page_of(ids, q.offset, q.limit.min(Query::MAX_LIMIT));
+        let mut rows: Vec<Option<SocketInfo>> = vec![None; page.len()];
+        let mut you = None;
+        let mut missing = false;
+        for (slot, id) in rows.iter_mut().zip(&page) {
+            *slot = self.row_info(*id);
+            missing |= slot.is_none();
+        }
+        if let Some(y) = q.you {
+            you = self.row_info(y);
+        }
+        if missing {
+            // TIME-WAIT entries are found by 4-tuple, not id: one more pass.
+            for (quad, tw) in self.demux.time_waits() {
+                if let Some(i) = page.iter().position(|id| *id == tw.id) {
+                    rows[i] = Some(time_wait_info(tw.id, *quad));
+                }
+            }
+        }
+        TablePage {
+            listeners: self.listener_infos(),
+            counts: counter.finish(),
+            you,
+            sockets: rows.into_iter().flatten().collect(),
+            offset: q.offset,
+            limit: q.limit.min(Query::MAX_LIMIT),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// The row of a live connection or a UDP socket (TIME-WAIT entries are
+    /// kept by 4-tuple: `None`).
+    fn row_info(&mut self, id: SocketId) -> Option<SocketInfo> {
+        if let Some(conn) = self.conns.get_mut(&id).filter(|c| c.sockets.is_some()) {
+            return Some(conn_info(id, conn));
+        }
+        self.udp.iter().find(|u| u.id == id).map(udp_info)
+    }
+
+    fn listener_infos(&self) -> Vec<ListenerInfo> {
         let mut listeners: Vec<ListenerInfo> = self
             .listeners
             .iter()
@@ -1912,68 +2014,63 @@ impl NetStack {
             })
             .collect();
         listeners.sort_by_key(|l| (l.local.port(), l.id));
-        let mut sockets: Vec<SocketInfo> = Vec::new();
-        for (id, conn) in self.conns.iter_mut() {
-            if conn.sockets.is_none() {
-                continue;
-            }
-            let owner = match conn.owner {
-                Owner::SynQueue => "syn queue",
-                Owner::AcceptQueue => "accept queue",
-                Owner::App => "application",
-                Owner::Orphan => "closing",
-            };
-            let (recv_queue, send_queue, state) = conn
-                .socket()
-                .map(|s| (s.recv_queue(), s.send_queue(), s.state().to_string()))
-                .unwrap_or_default();
-            sockets.push(SocketInfo {
-                id: *id,
-                quad: conn.quad,
-                state,
-                owner,
-                accepted_by: conn.accepted_by.clone(),
-                served_by: conn.served_by.clone().or_else(|| conn.accepted_by.clone()),
-                recv_queue,
-                send_queue,
-            });
+        listeners
+    }
+}
+
+/// A live connection's row of the table.
+fn conn_info(id: SocketId, conn: &mut Conn) -> SocketInfo {
+    let owner = match conn.owner {
+        Owner::SynQueue => "syn queue",
+        Owner::AcceptQueue => "accept queue",
+        Owner::App => "application",
+        Owner::Orphan => "closing",
+    };
+    let (recv_queue, send_queue, state) = conn
+        .socket()
+        .map(|s| (s.recv_queue(), s.send_queue(), s.state().to_string()))
+        .unwrap_or_default();
+    SocketInfo {
+        id,
+        quad: conn.quad,
+        state,
+        owner,
+        accepted_by: conn.accepted_by.clone(),
+        served_by: conn.served_by.clone().or_else(|| conn.accepted_by.clone()),
+        recv_queue,
+        send_queue,
+    }
+}
+
+fn time_wait_info(id: SocketId, quad: Quad) -> SocketInfo {
+    SocketInfo {
+        id,
+        quad,
+        state: TcpState::TimeWait.to_string(),
+        owner: "time-wait",
+        accepted_by: None,
+        served_by: None,
+        recv_queue: 0,
+        send_queue: 0,
+    }
+}
+
+fn udp_info(u: &crate::udp::UdpSock) -> SocketInfo {
+    let unspecified = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+    SocketInfo {
+        id: u.id,
+        quad: Quad::new(u.local, u.peer.unwrap_or(unspecified)),
+        state: if u.peer.is_some() {
+            "ESTABLISHED"
+        } else {
+            "UNCONN"
         }
-        for (quad, tw) in self.demux.time_waits() {
-            sockets.push(SocketInfo {
-                id: tw.id,
-                quad: *quad,
-                state: TcpState::TimeWait.to_string(),
-                owner: "time-wait",
-                accepted_by: None,
-                served_by: None,
-                recv_queue: 0,
-                send_queue: 0,
-            });
-        }
-        for u in self.udp.iter() {
-            let unspecified = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
-            sockets.push(SocketInfo {
-                id: u.id,
-                quad: Quad::new(u.local, u.peer.unwrap_or(unspecified)),
-                state: if u.peer.is_some() {
-                    "ESTABLISHED"
-                } else {
-                    "UNCONN"
-                }
-                .into(),
-                owner: "udp",
-                accepted_by: None,
-                served_by: u.served_by.clone(),
-                recv_queue: 0,
-                send_queue: 0,
-            });
-        }
-        sockets.sort_by_key(|s| s.id);
-        Table {
-            listeners,
-            sockets,
-            stats: self.stats.clone(),
-        }
+        .into(),
+        owner: "udp",
+        accepted_by: None,
+        served_by: u.served_by.clone(),
+        recv_queue: 0,
+        send_queue: 0,
     }
 }
 
