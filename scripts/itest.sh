@@ -13,7 +13,7 @@ URL="http://$ADDR/"
 TESTS=(concurrent_50 sequential_200 time_wait_reuse closed_port http_limits device_busy start_errors sigint_closes_peers restart_after_sigkill connect_20 shared_local_port
        model_thread_per_connection model_one_at_a_time model_single model_workers model_reuseport model_event_loop
        backlog_overflow_drop backlog_overflow_rst pcap
-       ss_listener_queues ss_finds_stacks ss_thousand page_at_scale browser_page browser_parallel terminal_output
+       ss_listener_queues ss_finds_stacks ss_thousand page_at_scale browser_page browser_parallel browser_live_events event_stream_bounds terminal_output
        udp_echo udp_readers ping_and_unreachable ipv6_curl_20 ipv6_udp_and_ping
        lossy_link privileges_dropped syn_flood slow_clients churn
        restart_mid_transfer malformed_packets offload packet_io kernel_serve_closes_first)
@@ -581,6 +581,83 @@ print(f"    {len(created)} connections from {len(ports)} distinct client ports; 
 assert len(listens) == 1 and len(ports) >= 4 and peak >= 3
 PY
     ok "one page, several connections at once: distinct 4-tuples on one listener"
+}
+
+test_browser_live_events() {
+    setup browser_live_events
+    # Headless Chromium over the DevTools protocol (scripts/lib/cdp.py):
+    # the page's event stream opens, five connections are made one after
+    # another, and each row appears in the DOM; the page notes the SYN's
+    # time (the event's) and the moment the row appeared.
+    in_ns timeout 90 python3 "$PORTLAB_ROOT/scripts/lib/cdp.py" live "$URL" "$ADDR" 5 >"$LAB_TMP/live.json" \
+        || fail "the DevTools run failed" || return 1
+    python3 - "$LAB_TMP/live.json" <<'PY' || return 1
+import json, sys
+d = json.load(open(sys.argv[1]))
+lat = d["latency_ms"]
+print(f"    SYN to DOM: {lat} ms (5 connections, one at a time)")
+kinds = {line.split()[1] for line in d["feed"]}
+print(f"    the page's feed heard: {sorted(kinds)}")
+bad = []
+if len(lat) != 5: bad.append(f"{len(lat)} of 5 new connections appeared as rows")
+if any(x >= 100 or x < -5 for x in lat): bad.append(f"SYN to DOM not under 100 ms: {lat}")
+for k in ("syn", "socket_created", "accepted", "state", "closed"):
+    if k not in kinds: bad.append(f"no {k} event reached the page")
+for b in bad: print("    FAIL:", b)
+sys.exit(1 if bad else 0)
+PY
+    # The browser is gone (killed): its stream is noticed and closed.
+    local i out
+    for i in $(seq 40); do
+        grep -q '"event":"http_event_stream".*went away' "$EV" && break
+        sleep 0.1
+    done
+    grep -q '"event":"http_event_stream".*went away' "$EV" || fail "the abandoned stream was not closed" || return 1
+    out=$(in_ns curl -s -m 5 "http://$ADDR/connections.json" | python3 -c 'import json,sys; s=json.load(sys.stdin)["event_streams"]; print(s["open"], s["closed"])')
+    [ "${out%% *}" = 0 ] && [ "${out##* }" -ge 1 ] || fail "event_streams open/closed: $out" || return 1
+    ok "new connections reach the page's DOM within 100 ms of their SYN, pushed; an abandoned stream is closed and counted"
+}
+
+test_event_stream_bounds() {
+    setup event_stream_bounds --model event-loop --header-timeout 60
+    local reply
+    reply=$(in_ns curl -s -m 5 -w ' %{http_code}' "http://$ADDR/events?offset=3")
+    echo "    /events?offset=3 -> $reply"
+    case "$reply" in *"unknown parameter 'offset'"*" 400") ;; *) fail "want 400 naming the parameter"; return 1 ;; esac
+    # A client that subscribes and never reads, with a small receive buffer.
+    in_ns python3 - "$ADDR" <<'PY' &
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect((sys.argv[1], 80))
+s.sendall(b"GET /events HTTP/1.1\r\nHost: lab\r\n\r\n")
+time.sleep(30)
+PY
+    local sleeper=$! fifo="$LAB_TMP/hold.in"
+    sleep 0.5
+    # Some 3,000 events: 600 connections, each a SYN, a socket, two state
+    # changes and an accept.
+    mkfifo "$fifo"
+    in_ns "$PORTLAB_ROOT/target/release/portlab-bench" hold "$ADDR:80" --count 600 <"$fifo" >"$LAB_TMP/hold.out" 2>&1 &
+    local holder=$!
+    exec 7>"$fifo"
+    for i in $(seq 100); do grep -q held "$LAB_TMP/hold.out" && break; sleep 0.1; done
+    exec 7>&-
+    wait "$holder"
+    for i in $(seq 150); do
+        grep -q '"event":"http_event_stream"' "$EV" && break
+        sleep 0.1
+    done
+    kill "$sleeper" 2>/dev/null
+    wait "$sleeper" 2>/dev/null
+    grep '"event":"http_event_stream"' "$EV" | sed 's/^/    /' | cut -c1-220
+    grep -q '"event":"http_event_stream".*\(dropped\|write failed\)' "$EV" \
+        || fail "the stream of a client that reads nothing was not ended" || return 1
+    local streams
+    streams=$(in_ns curl -s -m 5 "http://$ADDR/connections.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["event_streams"])')
+    echo "    event_streams: $streams"
+    kill -0 "$PORTLAB_PID" || fail "portlab died" || return 1
+    ok "a bad /events query gets 400; a stream whose client reads nothing is ended at its bound, not kept"
 }
 
 test_terminal_output() {

@@ -29,6 +29,12 @@ struct Conn {
     deadline: Instant,
     /// Whether it is registered for writability too.
     wants_write: bool,
+    /// A request for the event stream: the connection leaves the loop for
+    /// a thread of its own (see `sse`).
+    handoff: Option<(
+        std::sync::Arc<portlab::net::Stack>,
+        portlab::event_stream::EventFilter,
+    )>,
 }
 
 pub fn run(
@@ -82,6 +88,7 @@ pub fn run(
                                     closing: false,
                                     deadline,
                                     wants_write: false,
+                                    handoff: None,
                                 },
                             );
                         }
@@ -100,7 +107,12 @@ pub fn run(
             deadlines.remove(&(old_deadline, ev.token));
             if done {
                 poller.deregister(ev.token);
-                conns.remove(&ev.token);
+                if let Some(conn) = conns.remove(&ev.token)
+                    && let Some((stack, filter)) = conn.handoff
+                {
+                    conn.stream.set_nonblocking(false);
+                    crate::sse::spawn(stack, conn.stream, filter, None);
+                }
                 continue;
             }
             deadlines.insert((conn.deadline, ev.token));
@@ -173,6 +185,14 @@ fn serve_ready(server: &Server, conn: &mut Conn) -> bool {
                     break; // the body is still coming
                 }
                 conn.input.drain(..n + req.content_length);
+                if let Some(stream) = crate::serve::event_stream(server, &req) {
+                    // Whatever the stream's thread writes must follow
+                    // what this loop still owes the client.
+                    if conn.output.is_empty() {
+                        conn.handoff = Some(stream);
+                        return true;
+                    }
+                }
                 conn.output.extend(respond(server, &conn.stream, &req));
                 conn.closing = !req.keep_alive;
                 conn.deadline = Instant::now() + server.header_timeout;

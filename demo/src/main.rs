@@ -18,6 +18,7 @@ mod query;
 mod serve;
 mod signals;
 mod ss;
+mod sse;
 mod story_page;
 mod stream;
 mod udp_echo;

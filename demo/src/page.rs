@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use portlab::Quad;
 use portlab::event::push_json_string;
+use portlab::event_stream::StreamCounts;
 use portlab::table::{Query, Remote, STATES, SocketInfo, TablePage};
 
 use crate::query;
@@ -23,6 +24,8 @@ pub struct View<'a> {
     pub model: &'a str,
     pub page: &'a TablePage,
     pub query: &'a Query,
+    /// The event streams (`/events`) served so far.
+    pub streams: StreamCounts,
 }
 
 impl View<'_> {
@@ -45,6 +48,12 @@ impl View<'_> {
         o.push_str("},\"model\":");
         push_json_string(&mut o, self.model);
         let _ = write!(o, ",\"open_on_port\":{},", self.open_on_port());
+        let st = &self.streams;
+        let _ = write!(
+            o,
+            "\"event_streams\":{{\"open\":{},\"opened\":{},\"closed\":{},\"dropped\":{},\"lost_batches\":{}}},",
+            st.open, st.opened, st.closed, st.dropped, st.lost_batches
+        );
         self.page.json_fields(&mut o);
         o.push('}');
         o
@@ -113,10 +122,13 @@ impl View<'_> {
             h,
             "</table><p class=\"stats\" id=\"stats\">SYNs seen {}, dropped {}, handshakes held {}, \
              resets sent {}, sockets created {}, TIME-WAIT reused {}.</p>\
-             <p>The page updates itself every second. Each socket links to its story: a diagram of \
+             <h2>As it happens</h2><p id=\"live\">The stack's events reach this page as they \
+             happen, pushed over one connection that stays open \
+             (<a href=\"/events{eqs}\">/events{eqs}</a>, Server-Sent Events).</p><ol id=\"feed\"></ol>\
+             <p>Each socket links to its story: a diagram of \
              its handshake and teardown, and its events. The same page as JSON: \
              <a href=\"/connections.json{qs}\">/connections.json{qs}</a>.</p>\
-             <script>const MINE = {mine}, QUERY = \"{query}\";\n{LIVE_JS}</script></body></html>",
+             <script>const MINE = {mine}, QUERY = \"{query}\", EVENTS = \"{events}\";\n{LIVE_JS}</script></body></html>",
             st.syns,
             st.syns_dropped,
             st.handshakes_held,
@@ -125,6 +137,8 @@ impl View<'_> {
             st.time_wait_reused,
             qs = html_escape(&question(&query::to_string(self.query, self.query.offset))),
             query = query::to_string(self.query, self.query.offset),
+            eqs = html_escape(&question(&query::events_string(self.query))),
+            events = query::events_string(self.query),
             mine = self.your_id,
         );
         h
@@ -272,16 +286,29 @@ pub fn you_html(you: Quad, id: u64) -> String {
     )
 }
 
-/// Keeps the page live: fetches the same page of the table as JSON every
-/// second and redraws it, no reload, no external scripts (the lab has no
-/// internet).
+/// Keeps the page live. Events arrive as they happen over one Server-Sent
+/// Events stream (`/events`, filtered by the page's port and remote): each
+/// goes to the feed, a new socket becomes a row at once (on the first page),
+/// and a change of state changes its row. The counts and the rows are
+/// redrawn from the JSON of the page's own query after events (at most once
+/// a second) and every five seconds; without the stream, every second. A
+/// row added by an event keeps, as `data-syn` and `data-shown`, the time of
+/// its SYN (the stack's clock) and the moment it appeared here: the tests
+/// read them to measure how long a SYN takes to reach the page. No external
+/// scripts: the lab has no internet.
 const LIVE_JS: &str = r#"
 const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
 const HEAD = '<tr><th>socket</th><th>local</th><th>remote</th><th>state</th><th>held by</th><th>served by</th></tr>';
-const row = s => `<tr${s.id === MINE ? ' class="mine"' : ''}><td><a href="/story/${s.id}">#${s.id}</a></td><td>${esc(s.local)}</td><td>${esc(s.remote)}</td><td>${esc(s.state)}</td><td>${esc(s.owner)}</td><td>${esc(s.served_by)}</td></tr>`;
+const seen = new Map();   // socket id -> {syn, shown}: rows that events added
+const synAt = new Map();  // remote -> ts of its last SYN
+const attrs = id => { const t = seen.get(id); return t ? ` data-syn="${t.syn}" data-shown="${t.shown}"` : ''; };
+const row = s => `<tr id="row-${s.id}"${attrs(s.id)}${s.id === MINE ? ' class="mine"' : ''}><td><a href="/story/${s.id}">#${s.id}</a></td><td>${esc(s.local)}</td><td>${esc(s.remote)}</td><td>${esc(s.state)}</td><td>${esc(s.owner)}</td><td>${esc(s.served_by)}</td></tr>`;
 const link = (k, v, n) => ` <a href="/?${k}=${encodeURIComponent(v)}">${esc(v)}</a> ${n};`;
-let last = null;
+const FIRST_PAGE = !/(^|&)(offset|state)=/.test(QUERY);
+let last = null, dirty = false, lastRefresh = 0, streaming = false;
 async function refresh() {
+  lastRefresh = Date.now();
+  dirty = false;
   try {
     const r = await fetch('/connections.json' + (QUERY ? '?' + QUERY : ''), {cache: 'no-store'});
     const d = await r.json();
@@ -312,7 +339,43 @@ async function refresh() {
     document.getElementById('stats').textContent = `SYNs seen ${st.syns}, dropped ${st.syns_dropped}, handshakes held ${st.handshakes_held}, resets sent ${st.resets_sent}, sockets created ${st.sockets_created}, TIME-WAIT reused ${st.time_wait_reused}${rate}.`;
   } catch (e) { /* the stack stopped, or a request failed: try again */ }
 }
-setInterval(refresh, 1000);
+function feed(kind, e) {
+  const ol = document.getElementById('feed');
+  const li = document.createElement('li');
+  const t = new Date(e.ts * 1000).toISOString().slice(11, 23);
+  const who = e.remote ? ` ${e.remote} \u2192 ${e.local}` : (e.local ? ` ${e.local}` : '');
+  const extra = e.to ? ` ${e.from} \u2192 ${e.to}` : e.by ? ` by ${e.by}` : e.reason ? ` (${e.reason})` : '';
+  li.textContent = `${t} ${kind}${e.id !== undefined ? ' #' + e.id : ''}${who}${extra}`;
+  ol.insertBefore(li, ol.firstChild);
+  while (ol.children.length > 30) ol.removeChild(ol.lastChild);
+}
+function onEvent(kind, e) {
+  feed(kind, e);
+  dirty = true;
+  if (kind === 'syn') synAt.set(e.remote, e.ts);
+  if (kind === 'socket_created' && FIRST_PAGE && !document.getElementById('row-' + e.id)) {
+    seen.set(e.id, {syn: synAt.get(e.remote) ?? e.ts, shown: Date.now() / 1000});
+    const table = document.getElementById('sockets');
+    const tr = table.insertRow(1);
+    tr.outerHTML = row({id: e.id, local: e.local, remote: e.remote, state: 'SYN-RECEIVED', owner: e.origin ? 'application' : 'syn queue', served_by: ''});
+  }
+  if (kind === 'state') {
+    const tr = document.getElementById('row-' + e.id);
+    if (tr) tr.cells[3].textContent = e.to;
+  }
+}
+const KINDS = ['syn', 'syn_dropped', 'port_chosen', 'socket_created', 'accepted', 'state', 'closed', 'rst_sent',
+  'handshake_held', 'nagle_held', 'nagle_released', 'time_wait_reused', 'time_wait_expired', 'listen', 'listen_closed'];
+if (window.EventSource) {
+  const es = new EventSource('/events' + (EVENTS ? '?' + EVENTS : ''));
+  es.onopen = () => { streaming = true; };
+  es.onerror = () => { streaming = false; };
+  for (const k of KINDS) es.addEventListener(k, m => { try { onEvent(k, JSON.parse(m.data)); } catch (x) {} });
+}
+setInterval(() => {
+  const since = Date.now() - lastRefresh;
+  if (!streaming || (dirty && since >= 1000) || since >= 5000) refresh();
+}, 250);
 "#;
 
 pub const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:60em;color:#222}\
@@ -396,6 +459,7 @@ mod tests {
             model: "thread-per-connection",
             page,
             query: q,
+            streams: StreamCounts::default(),
         }
     }
 

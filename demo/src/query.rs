@@ -10,11 +10,15 @@
 //! * `limit` — rows per page, 1 to 500 (default 50);
 //! * `offset` — matching rows to skip, newest first (default 0).
 //!
+//! `/events` (the event stream) takes `port` and `remote` too, and `kind`:
+//! event names, comma-separated (`kind=syn,socket_created`).
+//!
 //! Anything else, or a value that does not parse, is an error that says
 //! what was wrong: the server answers it with `400`.
 
 use std::net::{IpAddr, SocketAddr};
 
+use portlab::event_stream::EventFilter;
 use portlab::table::{Query, Remote, STATES, state_named};
 
 /// The parameters a query may have.
@@ -36,13 +40,7 @@ pub fn parse(query: &str) -> Result<Query, String> {
                     )
                 })?)
             }
-            "port" => {
-                q.port = Some(
-                    value
-                        .parse::<u16>()
-                        .map_err(|_| format!("port '{value}' is not a port number (0 to 65535)"))?,
-                )
-            }
+            "port" => q.port = Some(port(value)?),
             "remote" => q.remote = Some(remote(value)?),
             "limit" => {
                 q.limit = value
@@ -70,6 +68,51 @@ pub fn parse(query: &str) -> Result<Query, String> {
         }
     }
     Ok(q)
+}
+
+/// The parameters an event stream may have.
+pub const EVENT_PARAMS: [&str; 3] = ["kind", "port", "remote"];
+
+/// Reads the query string of `/events`.
+pub fn parse_events(query: &str) -> Result<EventFilter, String> {
+    let mut f = EventFilter::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = value.trim();
+        match &*key {
+            _ if value.is_empty() => {}
+            "kind" => {
+                let kinds: Vec<String> = value
+                    .split(',')
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .collect();
+                if let Some(bad) = kinds
+                    .iter()
+                    .find(|k| !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                {
+                    return Err(format!(
+                        "kind '{bad}' is not an event name (snake_case, like socket_created)"
+                    ));
+                }
+                f.kinds = Some(kinds);
+            }
+            "port" => f.port = Some(port(value)?),
+            "remote" => f.remote = Some(remote(value)?),
+            other => {
+                return Err(format!(
+                    "unknown parameter '{other}' for /events; it takes: {}",
+                    EVENT_PARAMS.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(f)
+}
+
+fn port(value: &str) -> Result<u16, String> {
+    value
+        .parse::<u16>()
+        .map_err(|_| format!("port '{value}' is not a port number (0 to 65535)"))
 }
 
 fn remote(value: &str) -> Result<Remote, String> {
@@ -110,6 +153,17 @@ pub fn to_string(q: &Query, offset: usize) -> String {
     s.finish()
 }
 
+/// The query string of the event stream that goes with a page of the
+/// table: the same port and remote (a state filters rows, not events).
+pub fn events_string(q: &Query) -> String {
+    let rows = Query {
+        state: None,
+        limit: Query::DEFAULT_LIMIT,
+        ..q.clone()
+    };
+    to_string(&rows, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +187,24 @@ mod tests {
         );
         assert_eq!(host.state, None, "an empty field means any");
         assert_eq!(parse("").unwrap(), Query::default());
+    }
+
+    #[test]
+    fn an_event_stream_takes_kinds_port_and_remote() {
+        let f = parse_events("kind=syn,%20socket_created&port=80&remote=10.203.80.1").unwrap();
+        assert_eq!(f.kinds, Some(vec!["syn".into(), "socket_created".into()]));
+        assert_eq!(f.port, Some(80));
+        assert_eq!(f.remote, Some(Remote::Host("10.203.80.1".parse().unwrap())));
+        assert!(
+            parse_events("limit=5")
+                .unwrap_err()
+                .contains("unknown parameter 'limit'")
+        );
+        assert!(
+            parse_events("kind=Syn!")
+                .unwrap_err()
+                .contains("not an event name")
+        );
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn over_capacity(server: &Server, stream: &impl Stream) -> Vec<u8> {
 
 /// Serves requests on one connection until it ends.
 pub fn serve_connection(server: &Server, stream: impl Stream) {
-    let Some(_active) = server.admit() else {
+    let Some(active) = server.admit() else {
         let _ = stream.write_all_then_shutdown(&over_capacity(server, &stream));
         linger(&stream);
         return;
@@ -120,6 +120,12 @@ pub fn serve_connection(server: &Server, stream: impl Stream) {
             }
             Err(ReadError::Io) => return,
         };
+        if let Some((stack, filter)) = event_stream(server, &req) {
+            // The stream goes to a thread of its own, with the connection's
+            // place under the cap; this one is done with it.
+            crate::sse::spawn(stack, stream, filter, Some(active));
+            return;
+        }
         if let Some(d) = requested_delay(&req) {
             std::thread::sleep(d);
         }
@@ -225,6 +231,21 @@ pub fn respond(server: &Server, stream: &impl Stream, req: &Request) -> Vec<u8> 
         .to_bytes(req.keep_alive, req.method == "HEAD")
 }
 
+/// For a well-formed `GET /events` on portlab's stack: the stack and the
+/// stream's filter (anything else about `/events` is answered by `route`).
+pub fn event_stream(
+    server: &Server,
+    req: &Request,
+) -> Option<(Arc<Stack>, portlab::event_stream::EventFilter)> {
+    let (path, qs) = req.target.split_once('?').unwrap_or((&req.target, ""));
+    if path != "/events" || req.method != "GET" {
+        return None;
+    }
+    let stack = server.stack.clone()?;
+    let filter = crate::query::parse_events(qs).ok()?;
+    Some((stack, filter))
+}
+
 /// How long `/you?delay=MS` asks to wait before answering (at most 2 s):
 /// a slow resource makes a browser open parallel connections.
 pub fn requested_delay(req: &Request) -> Option<Duration> {
@@ -266,6 +287,7 @@ fn route(stack: Option<&Stack>, model: &str, stream: &impl Stream, req: &Request
                 model,
                 page: &page,
                 query: &query,
+                streams: stack.event_streams(),
             };
             if path == "/" {
                 Response::new(
@@ -276,6 +298,20 @@ fn route(stack: Option<&Stack>, model: &str, stream: &impl Stream, req: &Request
                 )
             } else {
                 Response::new(200, "OK", "application/json", view.json().into_bytes())
+            }
+        }
+        "/events" => {
+            if stack.is_none() {
+                return no_table();
+            }
+            let qs = req.target.split_once('?').map_or("", |(_, q)| q);
+            match crate::query::parse_events(qs) {
+                Err(why) => {
+                    stream.emit("http_bad_request", format!("400 {why}"));
+                    Response::text(400, "Bad Request", &format!("{why}\n"))
+                }
+                // HEAD: what a GET would start with (a GET never gets here).
+                Ok(_) => Response::new(200, "OK", "text/event-stream", Vec::new()),
             }
         }
         "/bytes" => {

@@ -24,7 +24,6 @@
 //! token bucket ([`RateLimiter`]); past it, events of that kind are counted and
 //! a `suppressed` event later says how many were left out.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
@@ -322,7 +321,7 @@ impl Event {
 
     /// The rate-limit class: the name of each of the stack's own events, and
     /// one shared class, `app`, for application events.
-    fn class(&self) -> &'static str {
+    pub(crate) fn class(&self) -> &'static str {
         match self {
             Event::StackStarted { .. } => "stack_started",
             Event::StackStopped { .. } => "stack_stopped",
@@ -753,7 +752,10 @@ pub fn push_json_string(out: &mut String, value: &str) {
 pub struct RateLimiter {
     burst: f64,
     per_second: f64,
-    buckets: HashMap<&'static str, Bucket>,
+    /// One per event kind seen, in the order first seen: a couple of dozen
+    /// at most, found by a short scan (cheaper than hashing the name, on
+    /// the path of every event).
+    buckets: Vec<(&'static str, Bucket)>,
 }
 
 #[derive(Debug)]
@@ -770,21 +772,46 @@ impl RateLimiter {
         RateLimiter {
             burst: f64::from(burst.max(1)),
             per_second: f64::from(per_second),
-            buckets: HashMap::new(),
+            buckets: Vec::new(),
         }
     }
 
     /// Records `event`, or counts it if its kind is over its rate.
     pub fn admit(&mut self, now: Instant, frame: Option<u64>, event: Event, out: &mut Vec<Record>) {
-        if self.per_second > 0.0 {
-            let class = event.class();
-            let (burst, rate) = (self.burst, self.per_second);
-            let b = self.buckets.entry(class).or_insert(Bucket {
-                tokens: burst,
-                last: now,
-                suppressed: 0,
-                last_summary: now,
+        if self.allow(now, event.class()) {
+            out.push(Record {
+                ts: now,
+                event,
+                frame,
             });
+        }
+    }
+
+    /// Whether one more event of `class` fits its rate now; if not, it is
+    /// counted for the next summary ([`RateLimiter::flush`]).
+    pub fn allow(&mut self, now: Instant, class: &'static str) -> bool {
+        if self.per_second > 0.0 {
+            let (burst, rate) = (self.burst, self.per_second);
+            let i = match self
+                .buckets
+                .iter()
+                .position(|(c, _)| std::ptr::eq(*c, class) || *c == class)
+            {
+                Some(i) => i,
+                None => {
+                    self.buckets.push((
+                        class,
+                        Bucket {
+                            tokens: burst,
+                            last: now,
+                            suppressed: 0,
+                            last_summary: now,
+                        },
+                    ));
+                    self.buckets.len() - 1
+                }
+            };
+            let b = &mut self.buckets[i].1;
             if now > b.last {
                 let elapsed = (now - b.last).total_micros() as f64 / 1e6;
                 b.tokens = (b.tokens + elapsed * rate).min(burst);
@@ -792,28 +819,18 @@ impl RateLimiter {
             }
             if b.tokens < 1.0 {
                 b.suppressed += 1;
-                return;
+                return false;
             }
             b.tokens -= 1.0;
         }
-        out.push(Record {
-            ts: now,
-            event,
-            frame,
-        });
+        true
     }
 
     /// Reports, once a second per kind, how many events were left out.
     pub fn flush(&mut self, now: Instant, out: &mut Vec<Record>) {
-        let mut classes: Vec<&'static str> = self
-            .buckets
-            .iter()
-            .filter(|(_, b)| b.suppressed > 0 && (now - b.last_summary).total_millis() >= 1000)
-            .map(|(c, _)| *c)
-            .collect();
-        classes.sort_unstable();
-        for class in classes {
-            if let Some(b) = self.buckets.get_mut(class) {
+        let first = out.len();
+        for (class, b) in self.buckets.iter_mut() {
+            if b.suppressed > 0 && (now - b.last_summary).total_millis() >= 1000 {
                 out.push(Record {
                     ts: now,
                     event: Event::Suppressed {
@@ -825,6 +842,11 @@ impl RateLimiter {
                 b.last_summary = now;
             }
         }
+        // In the order of their names, as before.
+        out[first..].sort_by_key(|r| match r.event {
+            Event::Suppressed { kind, .. } => kind,
+            _ => "",
+        });
     }
 }
 

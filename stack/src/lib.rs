@@ -20,6 +20,7 @@
 //! * [`netstack`] — the sans-IO core that ties them together;
 //! * [`table`] — the connection table, as `ss` would show it;
 //! * [`event`] — the typed event log and its two renderings;
+//! * [`event_stream`] — the event log pushed to subscribers as it happens (`GET /events`);
 //! * [`story`] — each connection's story: its events, handshake and teardown;
 //! * [`pcap`] — packet capture for Wireshark;
 //! * [`packet_pool`] — packet buffers, reused per thread;
@@ -41,6 +42,7 @@ pub mod demux;
 pub mod device;
 pub mod engine;
 pub mod event;
+pub mod event_stream;
 pub mod faults;
 pub mod fuzz;
 pub mod gso;

@@ -393,6 +393,20 @@ impl Stack {
         self.shared.lock().net.table()
     }
 
+    /// A stream of the events that pass `filter`, from now on (see
+    /// [`crate::event_stream`]).
+    pub fn subscribe(
+        &self,
+        filter: crate::event_stream::EventFilter,
+    ) -> crate::event_stream::Subscription {
+        self.shared.streams.subscribe(filter)
+    }
+
+    /// How many event streams there were.
+    pub fn event_streams(&self) -> crate::event_stream::StreamCounts {
+        self.shared.streams.counts()
+    }
+
     /// A page of the table: counts of every row, the visitor's own row,
     /// and the rows the query asks for (see [`crate::table::Query`]).
     pub fn table_page(&self, q: &crate::table::Query) -> crate::table::TablePage {

@@ -27,6 +27,7 @@ use smoltcp::time::Instant;
 use crate::device::TunDevice;
 use crate::device::packet_io::PacketIo;
 use crate::event::Record;
+use crate::event_stream::Streams;
 use crate::faults::{FaultConfig, Faults};
 use crate::netstack::{Captured, NetStack, Ready};
 use crate::pcap::PcapWriter;
@@ -315,6 +316,8 @@ pub struct Shared {
     /// When the runtime's current sleep ends at the latest (µs, the clock's
     /// time): an application call that sets an earlier timer must wake it.
     runtime_deadline: AtomicI64,
+    /// The event streams (`GET /events`): every record logged goes to them too.
+    pub streams: Streams,
 }
 
 impl Shared {
@@ -342,6 +345,7 @@ impl Shared {
             kicked: AtomicBool::new(false),
             direct,
             runtime_deadline: AtomicI64::new(i64::MIN),
+            streams: Streams::default(),
             clock,
         })
     }
@@ -566,6 +570,7 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
         sink.write_packets(&captured);
         captured.clear();
         sink.write(&records);
+        shared.streams.publish(&records);
         records.clear();
         if done && let Some((rx, tx)) = &lossy {
             log::info!(target: "portlab", "lossy link, in: {:?}; out: {:?}", rx.stats, tx.stats);
@@ -573,6 +578,7 @@ pub fn run(shared: Arc<Shared>, device: Arc<TunDevice>, mut sink: EventSink, fau
         if done {
             // Only now, with the last events written, may anyone see the
             // stack as stopped (and the process exit).
+            shared.streams.close_all();
             shared.mark_stopped(&mut shared.lock());
             break;
         }

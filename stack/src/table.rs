@@ -188,7 +188,7 @@ pub enum Remote {
 }
 
 impl Remote {
-    fn matches(&self, addr: &SocketAddr) -> bool {
+    pub fn matches(&self, addr: &SocketAddr) -> bool {
         match self {
             Remote::Host(ip) => addr.ip() == *ip,
             Remote::Addr(a) => addr == a,
