@@ -24,6 +24,10 @@
 #   flatcost   keepalive beside 10 / 1,000 / 10,000 idle connections: CPU time
 #              of the portlab process per request
 #   memory     resident and virtual size per idle connection, at 10,000
+#   page       the live page / keep-alive with 1 and 50 connections (wrk
+#              --latency), /connections.json beside the largest number of
+#              idle connections, and / loaded in headless Chromium: against
+#              nginx serving the same bytes as a static file
 #
 # Placement: portlab (and every kernel-side server) is pinned to CPU 0, the
 # load generator to CPU 1 (taskset), when the machine has two CPUs. The kernel
@@ -223,6 +227,48 @@ for workload in keepalive newconn; do
 done
 unset WRK_SECONDS
 
+# wrk_latency NS URL CONNECTIONS: "requests/s p50_ms" of keep-alive GETs.
+wrk_latency() {
+    client "$1" wrk -t1 -c"$3" -d"${DURATION}s" --latency "$2" 2>&1 | python3 -c '
+import re, sys
+t = sys.stdin.read()
+rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
+p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", t, re.M)
+ms = float(p50.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[p50.group(2)] if p50 else 0
+print(f"{float(rps.group(1)) if rps else 0:.0f} {ms:.3f}")'
+}
+
+# The live page (issue #18): portlab's / against nginx serving the very same
+# bytes as a static file, keep-alive with 1 and 50 connections, and loaded in
+# headless Chromium.
+echo "== the live page: / keep-alive with 1 and 50 connections, and in Chromium (${ROUNDS} x ${DURATION} s)"
+ip netns exec "$NS_P" curl -s -m 5 -o "$LAB_TMP/www/page.html" "http://$P_ADDR/"
+echo "   the page: $(stat -c %s "$LAB_TMP/www/page.html") bytes (nginx serves the same bytes as /page.html)"
+for c in 1 50; do
+    p=() n=() pl=() nl=()
+    for r in $(seq "$ROUNDS"); do
+        read -r rps ms < <(wrk_latency "$NS_P" "http://$P_ADDR/" "$c")
+        p+=("$rps") pl+=("$ms")
+        read -r rps ms < <(wrk_latency "$NS_KC" "http://$K_ADDR/page.html" "$c")
+        n+=("$rps") nl+=("$ms")
+    done
+    record "page.c$c.portlab" "$(printf '%s\n' "${p[@]}" | median)"
+    record "page.c$c.nginx" "$(printf '%s\n' "${n[@]}" | median)"
+    record "page.c$c.p50.portlab" "$(printf '%s\n' "${pl[@]}" | median)"
+    record "page.c$c.p50.nginx" "$(printf '%s\n' "${nl[@]}" | median)"
+    echo "   $c connection(s): portlab ${p[*]} req/s (p50 ${pl[*]} ms); nginx ${n[*]} req/s (p50 ${nl[*]} ms)"
+done
+if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+    LOADS=$([ "$QUICK" = 1 ] && echo 5 || echo 20)
+    pm=$(ip netns exec "$NS_P" timeout 120 python3 "$PORTLAB_ROOT/scripts/lib/cdp.py" load "http://$P_ADDR/" "$LOADS" | json_field median_ms)
+    nm=$(ip netns exec "$NS_KC" timeout 120 python3 "$PORTLAB_ROOT/scripts/lib/cdp.py" load "http://$K_ADDR/page.html" "$LOADS" | json_field median_ms)
+    record page.load.portlab "${pm:-0}"
+    record page.load.nginx "${nm:-0}"
+    echo "   Chromium, $LOADS loads each: portlab ${pm} ms, nginx ${nm} ms (median, navigation start to load event end)"
+else
+    die "chromium is missing: apt-get install chromium"
+fi
+
 echo "== latency: 1-byte ping-pong, $PINGS round trips"
 p50=() p99=() k50=() k99=()
 for r in $(seq "$ROUNDS"); do
@@ -358,6 +404,24 @@ flat_cost() {
         done
         record "flatcost.$name.$n" "$(printf '%s\n' "${us[@]}" | median)"
         record "flatcost_rps.$name.$n" "$(printf '%s\n' "${rates[@]}" | median)"
+        if [ "$name" = portlab ] && [ "$n" = "${HOLDS##* }" ]; then
+            # /connections.json with one connection beside the idle ones,
+            # against nginx serving a file of the same bytes.
+            client "$ns" curl -s -m 5 -o "$LAB_TMP/www/connections.json" "http://$addr/connections.json"
+            local jp=() jn=() jpl=() jnl=() js jms
+            for r in $(seq "$ROUNDS"); do
+                read -r js jms < <(wrk_latency "$ns" "http://$addr/connections.json" 1)
+                jp+=("$js") jpl+=("$jms")
+                read -r js jms < <(wrk_latency "$NS_KC" "http://$K_ADDR/connections.json" 1)
+                jn+=("$js") jnl+=("$jms")
+            done
+            record json.portlab "$(printf '%s\n' "${jp[@]}" | median)"
+            record json.nginx "$(printf '%s\n' "${jn[@]}" | median)"
+            record json.p50.portlab "$(printf '%s\n' "${jpl[@]}" | median)"
+            record json.bytes "$(stat -c %s "$LAB_TMP/www/connections.json")"
+            echo "   /connections.json ($(stat -c %s "$LAB_TMP/www/connections.json") bytes) beside $n idle, 1 connection:" \
+                 "portlab ${jp[*]} req/s (p50 ${jpl[*]} ms); nginx, the same bytes: ${jn[*]} req/s (p50 ${jnl[*]} ms)"
+        fi
         echo "   $name, $n idle connections: ${us[*]} µs of CPU per request; RSS $(proc_field VmRSS) KiB"
         exec 7>&-
         wait "$holder"
@@ -395,6 +459,7 @@ def row(name, p, cname, c, target, higher_is_better=True, unit=""):
                  "target": (">= " if higher_is_better else "<= ") + str(target), "meets": meets})
 
 rx, tx = int(r["rx_kib"]), int(r["tx_kib"])
+big = max(holds)
 for d, label in (("recv", "bulk stack -> kernel"), ("send", "bulk kernel -> stack")):
     p = r[f"bulk.{d}.portlab"]
     row(label, p, f"stock smoltcp, same buffers ({rx} KiB receive, {tx} KiB send)", r[f"bulk.{d}.stock_same"], 1.0, unit="Gbit/s")
@@ -409,6 +474,14 @@ rows.append({"workload": f"CPU per GiB, kernel -> stack at a fixed {fixed_gbit:g
              "target": None, "meets": None})
 row("keep-alive GET, 50 connections", r["keepalive.portlab"], "same server, kernel sockets", r["keepalive.kernel"], 0.6, unit="req/s")
 row("new connection per request, 50 at a time", r["newconn.portlab"], "same server, kernel sockets", r["newconn.kernel"], 0.5, unit="req/s")
+row("/ (the live page) keep-alive, 1 connection", r["page.c1.portlab"], "nginx, the same bytes as a file", r["page.c1.nginx"], 0.5, unit="req/s")
+row("/ keep-alive, 1 connection: p50", r["page.c1.p50.portlab"], "target 2 ms", 2.0, 1.0, False, "ms")
+row("/ (the live page) keep-alive, 50 connections", r["page.c50.portlab"], "nginx, the same bytes as a file", r["page.c50.nginx"], 0.5, unit="req/s")
+row(f"/connections.json, 1 connection beside {big} idle", r["json.portlab"], f"nginx, the same {int(r['json.bytes'])} bytes as a file", r["json.nginx"], 0.5, unit="req/s")
+rows.append({"workload": "/ loaded in headless Chromium (median)", "portlab": r["page.load.portlab"],
+             "comparator": "nginx, the same bytes as a file", "comparator_value": r["page.load.nginx"], "unit": "ms",
+             "ratio": round(r["page.load.portlab"] / r["page.load.nginx"], 3) if r["page.load.nginx"] else 0.0,
+             "target": None, "meets": None})
 row("latency p50, 1-byte ping-pong", r["latency.p50.portlab"], "kernel over veth", r["latency.p50.kernel"], 1.5, False, "µs")
 row("latency p99, 1-byte ping-pong", r["latency.p99.portlab"], "kernel over veth", r["latency.p99.kernel"], 2.0, False, "µs")
 big = max(holds)

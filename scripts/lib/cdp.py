@@ -15,6 +15,13 @@ by the page as data-syn) to the moment the row appeared in the DOM
 (data-shown, the page's clock: the same machine's). Then it prints the
 event kinds the page's feed received. Output is JSON: {"rows": [...],
 "latency_ms": [...], "feed": [...]}.
+
+    cdp.py load URL [N]
+
+loads URL N times (default 10) in one tab (a navigation, then reloads), and
+prints the median and each load time in ms: from the navigation's start
+to the end of its load event (the Navigation Timing entry), as JSON
+{"median_ms": m, "loads_ms": [...]}.
 """
 
 import json
@@ -140,8 +147,38 @@ def live(url, addr, n):
         chrome.close()
 
 
+NAV = """(e => e && e.loadEventEnd > 0 ? e.loadEventEnd - e.startTime : null)(
+  performance.getEntriesByType('navigation')[0])"""
+
+
+def load(url, n):
+    chrome = Chromium()
+    try:
+        chrome.open("about:blank")
+        times = []
+        origin = chrome.eval("performance.timeOrigin")
+        for i in range(n):
+            # Each load a fresh navigation of the same URL (the first a
+            # navigation, then reloads): a new time origin, a new entry.
+            if i == 0:
+                chrome.call("Page.navigate", {"url": url})
+            else:
+                chrome.call("Page.reload", {"ignoreCache": True})
+            ms = wait_for(chrome, f"performance.timeOrigin !== {origin} && {NAV}", 20)
+            if ms is None:
+                sys.exit(f"load {i} of {url} did not finish within 20 s")
+            origin = chrome.eval("performance.timeOrigin")
+            times.append(round(ms, 2))
+        ordered = sorted(times)
+        print(json.dumps({"median_ms": ordered[len(ordered) // 2], "loads_ms": times}))
+    finally:
+        chrome.close()
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "live":
         live(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 5)
+    elif len(sys.argv) >= 3 and sys.argv[1] == "load":
+        load(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 10)
     else:
         sys.exit(__doc__)
