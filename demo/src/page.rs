@@ -120,8 +120,7 @@ impl View<'_> {
         let st = &self.page.stats;
         let _ = writeln!(
             h,
-            "</table><p class=\"stats\" id=\"stats\">SYNs seen {}, dropped {}, handshakes held {}, \
-             resets sent {}, sockets created {}, TIME-WAIT reused {}.</p>\
+            "</table><p class=\"stats\" id=\"stats\">{}.</p>\
              <h2>As it happens</h2><p id=\"live\">The stack's events reach this page as they \
              happen, pushed over one connection that stays open \
              (<a href=\"/events{eqs}\">/events{eqs}</a>, Server-Sent Events).</p><ol id=\"feed\"></ol>\
@@ -129,12 +128,7 @@ impl View<'_> {
              its handshake and teardown, and its events. The same page as JSON: \
              <a href=\"/connections.json{qs}\">/connections.json{qs}</a>.</p>\
              <script>const MINE = {mine}, QUERY = \"{query}\", EVENTS = \"{events}\";\n{LIVE_JS}</script></body></html>",
-            st.syns,
-            st.syns_dropped,
-            st.handshakes_held,
-            st.resets_sent,
-            st.sockets_created,
-            st.time_wait_reused,
+            st.summary(),
             qs = html_escape(&question(&query::to_string(self.query, self.query.offset))),
             query = query::to_string(self.query, self.query.offset),
             eqs = html_escape(&question(&query::events_string(self.query))),

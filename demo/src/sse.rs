@@ -32,10 +32,10 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Frames written at once, at most, when many are waiting.
 const BATCH: usize = 64;
 
-/// How long the first frame of a write waits for others to join it: under a
-/// burst, a write (and a wake-up) per few frames instead of one each;
-/// well within the page's "as it happens".
-const GATHER: Duration = Duration::from_millis(10);
+/// How long a write waits for more frames once a second one was already
+/// waiting (a burst): a write and a wake-up per few frames instead of one
+/// each; a lone event is written at once.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// Serves the stream on a thread of its own; `active` (the server's count
 /// of connections) goes with it.
@@ -77,7 +77,12 @@ fn serve(stack: &Stack, stream: &impl Stream, filter: EventFilter) {
                 let mut n = 1;
                 let until = Instant::now() + GATHER;
                 while n < BATCH {
-                    let left = until.saturating_duration_since(Instant::now());
+                    // A lone event goes at once; when another is already
+                    // waiting, it is a burst: gather for a moment.
+                    let left = match n {
+                        1 => Duration::ZERO,
+                        _ => until.saturating_duration_since(Instant::now()),
+                    };
                     let Ok(more) = sub.next(left) else {
                         break;
                     };

@@ -618,12 +618,8 @@ impl TcpStream {
     /// peer's acknowledgement. Off by default: Minshall's rule, as in Linux
     /// (see [`crate::nagle`]).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        let mut g = live(&self.shared)?;
-        let now = self.shared.clock.now();
-        let r = g.net.set_nodelay(now, self.id, nodelay);
-        drop(g);
-        self.shared.kick();
-        r
+        let id = self.id;
+        self.call(|net, now| net.set_nodelay(now, id, nodelay))
     }
 
     /// Whether `TCP_NODELAY` is set (see [`TcpStream::set_nodelay`]).
@@ -633,9 +629,18 @@ impl TcpStream {
 
     /// Half- or fully closes the connection (`Write` sends FIN).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let id = self.id;
+        self.call(|net, now| net.shutdown(now, id, how))
+    }
+
+    /// One call into the core that never waits; the runtime sends what it queued.
+    fn call<T>(
+        &self,
+        op: impl FnOnce(&mut NetStack, smoltcp::time::Instant) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut g = live(&self.shared)?;
         let now = self.shared.clock.now();
-        let r = g.net.shutdown(now, self.id, how);
+        let r = op(&mut g.net, now);
         drop(g);
         self.shared.kick();
         r

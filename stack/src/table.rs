@@ -29,6 +29,22 @@ pub struct Stats {
     pub port_unreachable: u64,
 }
 
+impl Stats {
+    /// The counters a page shows, in a sentence.
+    pub fn summary(&self) -> String {
+        format!(
+            "SYNs seen {}, dropped {}, handshakes held {}, resets sent {}, sockets created {}, \
+             TIME-WAIT reused {}",
+            self.syns,
+            self.syns_dropped,
+            self.handshakes_held,
+            self.resets_sent,
+            self.sockets_created,
+            self.time_wait_reused
+        )
+    }
+}
+
 /// One row of the connection table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketInfo {
