@@ -1,14 +1,15 @@
 # Exercise 13: Nagle meets delayed ACK. Sourced by scripts/lab.sh.
 LAB_TITLE="Nagle meets delayed ACK"
 
-# nagle_requests MODE: one curl fetches the live page N times over one
-# keep-alive connection; the time of each request goes to $LAB_TMP/MODE.txt.
+# nagle_requests MODE: one curl fetches a 4.4 KB response N times over one
+# keep-alive connection (/bytes?n=4400: three full segments and a partial
+# one, as the live page was when it stalled); each request's time goes to $LAB_TMP/MODE.txt.
 # Forty, quick or not: a Linux client acknowledges at once for its first
 # dozen or so segments ("quick ACK" mode), so the first requests never stall.
 nagle_requests() {
     local mode=$1 n args=() i
     n=40
-    for i in $(seq "$n"); do args+=(-o /dev/null "http://$ADDR/"); done
+    for i in $(seq "$n"); do args+=(-o /dev/null "http://$ADDR/bytes?n=4400"); done
     in_ns curl -s -m 30 -w '%{time_total}\n' "${args[@]}" >"$LAB_TMP/$mode.txt"
 }
 
@@ -20,7 +21,7 @@ lab_run() {
     lab_serve --nagle classic --nodelay off
     nagle_requests classic
     portlab_stop INT
-    echo "   $(wc -l <"$LAB_TMP/classic.txt") requests for / (4.4 KB) on one connection: median $(nagle_median_ms "$LAB_TMP/classic.txt") ms each"
+    echo "   $(wc -l <"$LAB_TMP/classic.txt") requests for /bytes?n=4400 on one connection: median $(nagle_median_ms "$LAB_TMP/classic.txt") ms each"
     echo "-- B: a hold that met the delayed ACK, in the event log and in the capture"
     # Absolute sequence numbers, as the events give them.
     tshark -r "$PCAP" -o tcp.relative_sequence_numbers:FALSE -Y tcp -T fields -E separator=/t \
@@ -69,7 +70,7 @@ PY
     nagle_requests nodelay
     if command -v wrk >/dev/null; then
         echo "   wrk, one keep-alive connection, 2 s:"
-        in_ns wrk -t1 -c1 -d2 --latency "http://$ADDR/" 2>&1 | grep -E 'Requests/sec|50%' | sed 's/^ */     /'
+        in_ns wrk -t1 -c1 -d2 --latency "http://$ADDR/bytes?n=4400" 2>&1 | grep -E 'Requests/sec|50%' | sed 's/^ */     /'
     fi
     portlab_stop INT
     echo "   median $(nagle_median_ms "$LAB_TMP/nodelay.txt") ms per request; $(grep -c '"event":"nagle_held"' "$EV_N") holds"
@@ -81,14 +82,14 @@ lab_check() {
     classic=$(nagle_median_ms "$LAB_TMP/classic.txt")
     minshall=$(nagle_median_ms "$LAB_TMP/minshall.txt")
     nodelay=$(nagle_median_ms "$LAB_TMP/nodelay.txt")
-    observe "A: under the classic rule a request for / takes the client's delayed ACK, 30 ms or more ($classic ms)" \
+    observe "A: under the classic rule each 4.4 KB response takes the client's delayed ACK, 30 ms or more ($classic ms)" \
         awk -v m="$classic" 'BEGIN { exit !(m >= 30) }'
     observe "B: the event log holds a partial segment (rule classic) and releases it 30 ms or more later" \
         sh -c "grep -q '\"event\":\"nagle_held\".*\"rule\":\"classic\"' '$EV' &&
                grep '\"event\":\"nagle_released\"' '$EV' | sed -n 's/.*\"held_us\":\([0-9]*\).*/\1/p' | awk '\$1 >= 30000 { ok = 1 } END { exit !ok }'"
     observe "B: in the capture, the held bytes leave 30 ms or more after the data before them, right after the client's ACK of until_ack, at sequence number until_ack" \
         awk '$1 == "result" && $2 >= 1 && $3 >= 0.030 && $4 == "True" { ok = 1 } END { exit !ok }' "$LAB_TMP/hold.txt"
-    observe "C: Minshall's rule sends the page whole: under 10 ms a request ($minshall ms), nothing held" \
+    observe "C: Minshall's rule sends the response whole: under 10 ms a request ($minshall ms), nothing held" \
         sh -c "awk -v m='$minshall' 'BEGIN { exit !(m < 10) }' && ! grep -q '\"event\":\"nagle_held\"' '$LAB_TMP/minshall.jsonl'"
     observe "D: with TCP_NODELAY too: under 10 ms a request ($nodelay ms), nothing held" \
         sh -c "awk -v m='$nodelay' 'BEGIN { exit !(m < 10) }' && ! grep -q '\"event\":\"nagle_held\"' '$LAB_TMP/nodelay.jsonl'"
