@@ -21,7 +21,7 @@ lab_run() {
     lab_serve --nagle classic --nodelay off
     nagle_requests classic
     portlab_stop INT
-    echo "   $(wc -l <"$LAB_TMP/classic.txt") requests for /bytes?n=4400 on one connection: median $(nagle_median_ms "$LAB_TMP/classic.txt") ms each"
+    echo "   $(wc -l <"$LAB_TMP/classic.txt") requests for /bytes?n=4400 on one connection: median $(nagle_median_ms "$LAB_TMP/classic.txt") ms each, $(awk '$1 >= 0.030' "$LAB_TMP/classic.txt" | wc -l) of them 30 ms or more"
     echo "-- B: a hold that met the delayed ACK, in the event log and in the capture"
     # Absolute sequence numbers, as the events give them.
     tshark -r "$PCAP" -o tcp.relative_sequence_numbers:FALSE -Y tcp -T fields -E separator=/t \
@@ -78,12 +78,16 @@ PY
 }
 
 lab_check() {
-    local classic minshall nodelay
+    local classic minshall nodelay stalled
     classic=$(nagle_median_ms "$LAB_TMP/classic.txt")
+    stalled=$(awk '$1 >= 0.030' "$LAB_TMP/classic.txt" | wc -l)
     minshall=$(nagle_median_ms "$LAB_TMP/minshall.txt")
     nodelay=$(nagle_median_ms "$LAB_TMP/nodelay.txt")
-    observe "A: under the classic rule each 4.4 KB response takes the client's delayed ACK, 30 ms or more ($classic ms)" \
-        awk -v m="$classic" 'BEGIN { exit !(m >= 30) }'
+    # How often the client delays its ACK depends on its own mode (Linux
+    # leaves delayed ACKs for quick ones after its timer fires, for a
+    # while): some runs stall on nearly every request, some on a few.
+    observe "A: under the classic rule responses wait for the client's delayed ACK, 30 ms or more ($stalled of 40, median $classic ms)" \
+        test "$stalled" -ge 1
     observe "B: the event log holds a partial segment (rule classic) and releases it 30 ms or more later" \
         sh -c "grep -q '\"event\":\"nagle_held\".*\"rule\":\"classic\"' '$EV' &&
                grep '\"event\":\"nagle_released\"' '$EV' | sed -n 's/.*\"held_us\":\([0-9]*\).*/\1/p' | awk '\$1 >= 30000 { ok = 1 } END { exit !ok }'"
