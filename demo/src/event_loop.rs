@@ -186,8 +186,10 @@ fn serve_ready(server: &Server, conn: &mut Conn) -> bool {
                 }
                 conn.input.drain(..n + req.content_length);
                 if let Some(stream) = crate::serve::event_stream(server, &req) {
-                    // Whatever the stream's thread writes must follow
-                    // what this loop still owes the client.
+                    // The stream's thread may write only once this loop
+                    // owes the client nothing; after pipelined requests
+                    // the answer is an empty stream instead, and the
+                    // browser's EventSource asks again (`retry`).
                     if conn.output.is_empty() {
                         conn.handoff = Some(stream);
                         return true;

@@ -27,11 +27,8 @@ pub const PARAMS: [&str; 5] = ["state", "port", "remote", "limit", "offset"];
 /// Reads a query string (what follows `?`, percent-encoded as a form).
 pub fn parse(query: &str) -> Result<Query, String> {
     let mut q = Query::default();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        let value = value.trim();
-        match &*key {
-            // An empty field of the page's form means "any".
-            _ if value.is_empty() => {}
+    each_param(query, &PARAMS, "; the table takes", |key, value| {
+        match key {
             "state" => {
                 q.state = Some(state_named(value).ok_or_else(|| {
                     format!(
@@ -59,15 +56,37 @@ pub fn parse(query: &str) -> Result<Query, String> {
                     .parse::<usize>()
                     .map_err(|_| format!("offset '{value}' is not a number of rows"))?
             }
-            other => {
-                return Err(format!(
-                    "unknown parameter '{other}'; the table takes: {}",
-                    PARAMS.join(", ")
-                ));
-            }
+            // `each_param` lets through only the names in `PARAMS`.
+            _ => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(q)
+}
+
+/// Hands each parameter of a query string to `f`, its value trimmed; an
+/// empty one (an empty field of the page's form) means "any" and is
+/// skipped; a name not in `known` is an error that lists them.
+fn each_param(
+    query: &str,
+    known: &[&str],
+    takes: &str,
+    mut f: impl FnMut(&str, &str) -> Result<(), String>,
+) -> Result<(), String> {
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        if !known.contains(&&*key) {
+            return Err(format!(
+                "unknown parameter '{key}'{takes}: {}",
+                known.join(", ")
+            ));
+        }
+        f(&key, value)?;
+    }
+    Ok(())
 }
 
 /// The parameters an event stream may have.
@@ -76,36 +95,35 @@ pub const EVENT_PARAMS: [&str; 3] = ["kind", "port", "remote"];
 /// Reads the query string of `/events`.
 pub fn parse_events(query: &str) -> Result<EventFilter, String> {
     let mut f = EventFilter::default();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        let value = value.trim();
-        match &*key {
-            _ if value.is_empty() => {}
-            "kind" => {
-                let kinds: Vec<String> = value
-                    .split(',')
-                    .map(|k| k.trim().to_string())
-                    .filter(|k| !k.is_empty())
-                    .collect();
-                if let Some(bad) = kinds
-                    .iter()
-                    .find(|k| !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-                {
-                    return Err(format!(
-                        "kind '{bad}' is not an event name (snake_case, like socket_created)"
-                    ));
+    each_param(
+        query,
+        &EVENT_PARAMS,
+        " for /events; it takes",
+        |key, value| {
+            match key {
+                "kind" => {
+                    let kinds: Vec<String> = value
+                        .split(',')
+                        .map(|k| k.trim().to_string())
+                        .filter(|k| !k.is_empty())
+                        .collect();
+                    if let Some(bad) = kinds
+                        .iter()
+                        .find(|k| !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                    {
+                        return Err(format!(
+                            "kind '{bad}' is not an event name (snake_case, like socket_created)"
+                        ));
+                    }
+                    f.kinds = Some(kinds);
                 }
-                f.kinds = Some(kinds);
+                "port" => f.port = Some(port(value)?),
+                "remote" => f.remote = Some(remote(value)?),
+                _ => {}
             }
-            "port" => f.port = Some(port(value)?),
-            "remote" => f.remote = Some(remote(value)?),
-            other => {
-                return Err(format!(
-                    "unknown parameter '{other}' for /events; it takes: {}",
-                    EVENT_PARAMS.join(", ")
-                ));
-            }
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok(f)
 }
 

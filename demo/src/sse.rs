@@ -52,7 +52,7 @@ pub fn spawn(stack: Arc<Stack>, stream: impl Stream, filter: EventFilter, active
     }
 }
 
-/// Why a stream ended.
+/// Serves one stream until it ends, then says why (`http_event_stream`).
 fn serve(stack: &Stack, stream: &impl Stream, filter: EventFilter) {
     // Subscribe first: nothing that happens after the head is missed.
     let sub = stack.subscribe(filter);

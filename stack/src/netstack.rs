@@ -789,7 +789,6 @@ impl NetStack {
             self.abort(now, id, RstReason::OrphanTimeout);
             return;
         }
-        self.egress(now, id);
         self.settle(now, id);
     }
 
@@ -1961,7 +1960,8 @@ impl NetStack {
                 ids.push(u.id);
             }
         }
-        let page = table::page_of(ids, q.offset, q.limit.min(Query::MAX_LIMIT));
+        let limit = q.limit.min(Query::MAX_LIMIT);
+        let page = table::page_of(ids, q.offset, limit);
         let mut rows: Vec<Option<SocketInfo>> = vec![None; page.len()];
         let mut you = None;
         let mut missing = false;
@@ -1986,7 +1986,7 @@ impl NetStack {
             you,
             sockets: rows.into_iter().flatten().collect(),
             offset: q.offset,
-            limit: q.limit.min(Query::MAX_LIMIT),
+            limit,
             stats: self.stats.clone(),
         }
     }
