@@ -390,7 +390,7 @@ mod tests {
     use super::*;
     use portlab::SocketId;
     use portlab::netstack::ListenerInfo;
-    use portlab::table::{Counter, page_of};
+    use portlab::table::{TableIndex, TcpState as State};
 
     fn row(id: u64, p: u16, state: &str, owner: &'static str) -> SocketInfo {
         SocketInfo {
@@ -415,16 +415,15 @@ mod tests {
             row(2, 51236, "ESTABLISHED", "application"),
             row(3, 40000, "TIME-WAIT", "time-wait"),
         ];
-        let mut c = Counter::default();
-        let mut ids = Vec::new();
+        let mut index = TableIndex::default();
         for r in &rows {
-            let m = q.matches(&r.state, &r.quad);
-            c.row(&r.state, &r.quad, true, r.owner != "time-wait", m);
-            if m {
-                ids.push(r.id);
-            }
+            let state = match r.state.as_str() {
+                "TIME-WAIT" => State::TimeWait,
+                _ => State::Established,
+            };
+            index.insert(r.id, r.quad, state);
         }
-        let page = page_of(ids, q.offset, q.limit);
+        let (counts, page) = index.select(q, &[]);
         TablePage {
             listeners: vec![ListenerInfo {
                 id: SocketId(100),
@@ -434,7 +433,7 @@ mod tests {
                 syn_queue: 0,
                 accept_queue: 1,
             }],
-            counts: c.finish(),
+            counts,
             you: q.you.map(|y| rows[y.0 as usize - 1].clone()),
             sockets: page
                 .iter()

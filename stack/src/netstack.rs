@@ -72,7 +72,7 @@ pub enum Ready {
 
 pub use crate::listener::ListenError;
 
-use crate::table::{self, Counter};
+use crate::table::{self, TableIndex};
 pub use crate::table::{ListenerInfo, Query, SocketInfo, Stats, Table, TablePage};
 
 /// Who holds a connection.
@@ -161,6 +161,8 @@ pub struct NetStack {
     engine: Engine,
     conns: IdMap<SocketId, Conn>,
     demux: Demux,
+    /// The connection table's counts and order, kept from the events below.
+    index: TableIndex,
     listeners: Listeners,
     timers: Timers<TimerKey>,
     tx: VecDeque<Vec<u8>>,
@@ -216,6 +218,7 @@ impl NetStack {
             engine,
             conns: IdMap::default(),
             demux: Demux::default(),
+            index: TableIndex::default(),
             listeners,
             timers: Timers::default(),
             tx: VecDeque::new(),
@@ -239,6 +242,7 @@ impl NetStack {
     /// Records an event (subject to rate limiting), naming the frame being
     /// processed when a capture is on.
     pub fn emit(&mut self, now: Instant, event: Event) {
+        self.index_event(&event);
         if let Some(id) = event.id() {
             let record = Record {
                 ts: now,
@@ -256,6 +260,37 @@ impl NetStack {
         }
         self.limiter
             .admit(now, self.current_frame, event, &mut self.records);
+    }
+
+    /// Keeps the table's index as the log tells it: a row from the socket's
+    /// creation, its state from each change, gone when it closed (unless
+    /// into a TIME-WAIT record) or its TIME-WAIT ended.
+    fn index_event(&mut self, event: &Event) {
+        match *event {
+            Event::SocketCreated {
+                id, quad, listener, ..
+            } => {
+                let state = if listener.is_some() {
+                    TcpState::Listen
+                } else {
+                    TcpState::Closed
+                };
+                self.index.insert(id, quad, state);
+            }
+            Event::State { id, to, .. } => self.index.set_state(id, to),
+            Event::Closed { id, quad, .. } => match self.demux.get(&quad) {
+                Some(Slot::TimeWait(tw)) if tw.id == id => {
+                    self.index.set_state(id, TcpState::TimeWait);
+                }
+                _ => {
+                    self.index.remove(id);
+                }
+            },
+            Event::TimeWaitExpired { id, .. } | Event::TimeWaitReused { id, .. } => {
+                self.index.remove(id);
+            }
+            _ => {}
+        }
     }
 
     /// The story of socket `id`: live, or among the recently closed.
@@ -1899,6 +1934,7 @@ impl NetStack {
 
     /// A snapshot of every listener and socket (sorted by id).
     pub fn table(&mut self) -> Table {
+        debug_assert_eq!(self.index_by_walk(), self.index.rows().collect::<Vec<_>>());
         let listeners = self.listener_infos();
         let mut sockets: Vec<SocketInfo> = Vec::new();
         for (id, conn) in self.conns.iter_mut() {
@@ -1919,83 +1955,58 @@ impl NetStack {
     }
 
     /// A page of the table: the counts of every row, the visitor's own
-    /// row, and the rows `q` asks for, newest first. One walk over the
-    /// rows, allocating only for those returned: at 100,000 connections
-    /// the page costs a pass over them, not a copy of each.
+    /// row, and the rows `q` asks for, newest first, read off the index
+    /// (see [`TableIndex`]): without a filter, or with a state alone, the
+    /// page costs what it shows, whatever the table holds.
     pub fn table_page(&mut self, q: &Query) -> TablePage {
-        let mut counter = Counter::default();
-        let mut ids: Vec<SocketId> = Vec::new();
-        for (id, conn) in self.conns.iter() {
-            if conn.sockets.is_none() {
-                continue;
-            }
-            // The state last reported (`observe` keeps it current): no
-            // visit to the socket itself, a cache miss per row.
-            let state = table::tcp_state(conn.state);
-            let matched = q.matches(state, &conn.quad);
-            counter.row(
-                state,
-                &conn.quad,
-                true,
-                conn.owner != Owner::Orphan,
-                matched,
-            );
-            if matched {
-                ids.push(*id);
-            }
-        }
-        for (quad, tw) in self.demux.time_waits() {
-            let state = table::tcp_state(TcpState::TimeWait);
-            let matched = q.matches(state, quad);
-            counter.row(state, quad, true, false, matched);
-            if matched {
-                ids.push(tw.id);
-            }
-        }
-        for u in self.udp.iter() {
-            let info = udp_info(u);
-            let matched = q.matches(&info.state, &info.quad);
-            counter.row(&info.state, &info.quad, false, true, matched);
-            if matched {
-                ids.push(u.id);
-            }
-        }
+        debug_assert_eq!(self.index_by_walk(), self.index.rows().collect::<Vec<_>>());
+        let udp: Vec<(SocketId, &'static str, Quad)> = self
+            .udp
+            .iter()
+            .map(|u| {
+                let info = udp_info(u);
+                let state = table::state_named(&info.state).unwrap_or("UNCONN");
+                (u.id, state, info.quad)
+            })
+            .collect();
         let limit = q.limit.min(Query::MAX_LIMIT);
-        let page = table::page_of(ids, q.offset, limit);
-        let mut rows: Vec<Option<SocketInfo>> = vec![None; page.len()];
-        let mut you = None;
-        let mut missing = false;
-        for (slot, id) in rows.iter_mut().zip(&page) {
-            *slot = self.row_info(*id);
-            missing |= slot.is_none();
-        }
-        if let Some(y) = q.you {
-            you = self.row_info(y);
-        }
-        if missing {
-            // TIME-WAIT entries are found by 4-tuple, not id: one more pass.
-            for (quad, tw) in self.demux.time_waits() {
-                if let Some(i) = page.iter().position(|id| *id == tw.id) {
-                    rows[i] = Some(time_wait_info(tw.id, *quad));
-                }
-            }
-        }
+        let (counts, page) = self.index.select(&Query { limit, ..q.clone() }, &udp);
+        let sockets = page.iter().filter_map(|id| self.row_info(*id)).collect();
+        let you = q.you.and_then(|y| self.row_info(y));
         TablePage {
             listeners: self.listener_infos(),
-            counts: counter.finish(),
+            counts,
             you,
-            sockets: rows.into_iter().flatten().collect(),
+            sockets,
             offset: q.offset,
             limit,
             stats: self.stats.clone(),
         }
     }
 
-    /// The row of a live connection or a UDP socket (TIME-WAIT entries are
-    /// kept by 4-tuple: `None`).
+    /// The index's rows as the sockets themselves say (a check, in debug
+    /// builds, that the events kept it right): live connections and
+    /// TIME-WAIT records, by id.
+    fn index_by_walk(&self) -> Vec<(SocketId, table::Row)> {
+        let mut check = TableIndex::default();
+        for (id, conn) in &self.conns {
+            if conn.sockets.is_some() && conn.state != TcpState::Closed {
+                check.insert(*id, conn.quad, conn.state);
+            }
+        }
+        for (quad, tw) in self.demux.time_waits() {
+            check.insert(tw.id, *quad, TcpState::TimeWait);
+        }
+        check.rows().collect()
+    }
+
+    /// The row of a live connection, a TIME-WAIT record or a UDP socket.
     fn row_info(&mut self, id: SocketId) -> Option<SocketInfo> {
         if let Some(conn) = self.conns.get_mut(&id).filter(|c| c.sockets.is_some()) {
             return Some(conn_info(id, conn));
+        }
+        if let Some(row) = self.index.get(id).filter(|r| r.state() == "TIME-WAIT") {
+            return Some(time_wait_info(id, row.quad));
         }
         self.udp.iter().find(|u| u.id == id).map(udp_info)
     }

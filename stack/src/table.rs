@@ -5,8 +5,13 @@
 //! all show this table. It is rendered here, once, as JSON and as
 //! tab-separated lines (what `portlab ss` reads over the control socket).
 
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+
+/// The engine's TCP states, as the index takes them.
+pub use smoltcp::socket::tcp::State as TcpState;
 
 use crate::event::push_json_string;
 use crate::quad::{Quad, SocketId};
@@ -167,9 +172,13 @@ pub const STATES: [&str; 12] = [
 ];
 
 /// A TCP state's name in [`STATES`] (as smoltcp's `Display` writes it).
-pub fn tcp_state(s: smoltcp::socket::tcp::State) -> &'static str {
+pub fn tcp_state(s: TcpState) -> &'static str {
+    STATES[usize::from(tcp_state_index(s))]
+}
+
+fn tcp_state_index(s: TcpState) -> u8 {
     use smoltcp::socket::tcp::State;
-    STATES[match s {
+    match s {
         State::SynSent => 0,
         State::SynReceived => 1,
         State::Established => 2,
@@ -181,7 +190,7 @@ pub fn tcp_state(s: smoltcp::socket::tcp::State) -> &'static str {
         State::TimeWait => 8,
         State::Closed => 9,
         State::Listen => 10,
-    }]
+    }
 }
 
 /// The canonical name of a state as a user may write it: any case, and
@@ -276,85 +285,202 @@ pub struct Counts {
     pub remote_hosts: usize,
 }
 
-/// Counts the rows of the table one at a time.
-#[derive(Debug, Default)]
-pub struct Counter {
-    total: usize,
-    matched: usize,
-    states: [usize; STATES.len()],
-    /// Few ports have connections: a short list beats a map.
-    ports: Vec<(u16, usize)>,
-    remotes: std::collections::HashMap<IpAddr, usize>,
+/// A TCP row as the index keeps it: enough to count it and filter it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub quad: Quad,
+    /// Its position in [`STATES`].
+    state: u8,
 }
 
-impl Counter {
-    /// One row: its state (one of [`STATES`]), its 4-tuple, whether it is
-    /// TCP, whether it is still open (not TIME-WAIT, not closing), and
-    /// whether it passed the filter.
-    pub fn row(&mut self, state: &str, quad: &Quad, tcp: bool, open: bool, matched: bool) {
-        self.total += 1;
-        self.matched += usize::from(matched);
-        // The names come from `STATES` itself: found by address first.
-        let i = STATES
-            .iter()
-            .position(|s| std::ptr::eq(*s, state))
-            .or_else(|| STATES.iter().position(|s| *s == state));
-        if let Some(i) = i {
-            self.states[i] += 1;
-        }
-        if tcp {
-            if open {
-                let port = quad.local.port();
-                match self.ports.iter_mut().find(|(p, _)| *p == port) {
-                    Some((_, n)) => *n += 1,
-                    None => self.ports.push((port, 1)),
-                }
+impl Row {
+    pub fn state(&self) -> &'static str {
+        STATES[usize::from(self.state)]
+    }
+
+    /// An open connection: not closing, not in TIME-WAIT.
+    fn open(&self) -> bool {
+        !matches!(self.state, 3 | 4 | 6..=9)
+    }
+}
+
+/// The TCP part of the table, kept up to date as connections come, change
+/// state and go (the stack feeds it the same events its log shows), so that
+/// a page costs what it shows, not what the table holds: counts by state, by
+/// local port and by remote host are read off, and the newest rows are the
+/// last keys of an ordered map. Only a filtered page walks the rows, and
+/// then these small records, not the sockets.
+#[derive(Debug, Default)]
+pub struct TableIndex {
+    rows: BTreeMap<SocketId, Row>,
+    states: [usize; STATES.len()],
+    /// Open connections per local port (few ports have any).
+    ports: HashMap<u16, usize>,
+    /// Rows per remote host, and the hosts ranked by that count (largest
+    /// first, ties: lower address first).
+    remotes: HashMap<IpAddr, usize>,
+    ranked: BTreeSet<(Reverse<usize>, IpAddr)>,
+}
+
+impl TableIndex {
+    /// A new row (or a row that replaces the one with the same id).
+    pub fn insert(&mut self, id: SocketId, quad: Quad, state: TcpState) {
+        self.remove(id);
+        let row = Row {
+            quad,
+            state: tcp_state_index(state),
+        };
+        self.count(row, true);
+        self.host(quad.remote.ip(), true);
+        self.rows.insert(id, row);
+    }
+
+    pub fn set_state(&mut self, id: SocketId, state: TcpState) {
+        let Some(row) = self.rows.get(&id).copied() else {
+            return;
+        };
+        let new = Row {
+            state: tcp_state_index(state),
+            ..row
+        };
+        self.count(row, false);
+        self.count(new, true);
+        self.rows.insert(id, new);
+    }
+
+    pub fn remove(&mut self, id: SocketId) -> Option<Row> {
+        let row = self.rows.remove(&id)?;
+        self.count(row, false);
+        self.host(row.quad.remote.ip(), false);
+        Some(row)
+    }
+
+    pub fn get(&self, id: SocketId) -> Option<Row> {
+        self.rows.get(&id).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Every row, oldest first.
+    pub fn rows(&self) -> impl Iterator<Item = (SocketId, Row)> + '_ {
+        self.rows.iter().map(|(id, row)| (*id, *row))
+    }
+
+    fn count(&mut self, row: Row, add: bool) {
+        let n = &mut self.states[usize::from(row.state)];
+        *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        if row.open() {
+            let port = row.quad.local.port();
+            let n = self.ports.entry(port).or_default();
+            *n = if add { *n + 1 } else { n.saturating_sub(1) };
+            if *n == 0 {
+                self.ports.remove(&port);
             }
-            *self.remotes.entry(quad.remote.ip()).or_default() += 1;
         }
     }
 
-    pub fn finish(mut self) -> Counts {
-        self.ports.sort_unstable();
-        let mut by_remote: Vec<(IpAddr, usize)> = self.remotes.into_iter().collect();
-        let remote_hosts = by_remote.len();
-        let top = TOP_REMOTES.min(by_remote.len());
-        let order = |a: &(IpAddr, usize), b: &(IpAddr, usize)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
-        if top > 0 && top < by_remote.len() {
-            by_remote.select_nth_unstable_by(top - 1, order);
+    fn host(&mut self, ip: IpAddr, add: bool) {
+        let n = self.remotes.entry(ip).or_default();
+        let old = *n;
+        *n = if add { old + 1 } else { old.saturating_sub(1) };
+        let new = *n;
+        if new == 0 {
+            self.remotes.remove(&ip);
         }
-        by_remote.truncate(top);
-        by_remote.sort_by(order);
-        Counts {
-            total: self.total,
-            matched: self.matched,
+        self.ranked.remove(&(Reverse(old), ip));
+        if new > 0 {
+            self.ranked.insert((Reverse(new), ip));
+        }
+    }
+
+    /// The counts and the ids of the page that `q` asks for, newest first.
+    /// `others` are the rows the index does not keep (UDP sockets, each
+    /// with its state and 4-tuple): counted and paged with the rest.
+    pub fn select(
+        &self,
+        q: &Query,
+        others: &[(SocketId, &'static str, Quad)],
+    ) -> (Counts, Vec<SocketId>) {
+        let mut states = self.states;
+        for (_, state, _) in others {
+            if let Some(i) = STATES.iter().position(|s| s == state) {
+                states[i] += 1;
+            }
+        }
+        let keep = |state: &str, quad: &Quad| q.matches(state, quad);
+        let mut theirs: Vec<SocketId> = others
+            .iter()
+            .filter(|(_, state, quad)| keep(state, quad))
+            .map(|(id, _, _)| *id)
+            .collect();
+        theirs.sort_unstable_by(|a, b| b.cmp(a));
+        let ours = match (q.state, q.port, q.remote) {
+            (None, None, None) => self.rows.len(),
+            (Some(state), None, None) => STATES
+                .iter()
+                .position(|s| *s == state)
+                .map_or(0, |i| self.states[i]),
+            _ => self
+                .rows
+                .values()
+                .filter(|r| keep(r.state(), &r.quad))
+                .count(),
+        };
+        // The newest matching rows: a merge of the two, by id, from the top.
+        let mut tcp = self
+            .rows
+            .iter()
+            .rev()
+            .filter(|(_, r)| keep(r.state(), &r.quad))
+            .map(|(id, _)| *id)
+            .peekable();
+        let mut udp = theirs.iter().copied().peekable();
+        let mut page = Vec::new();
+        let mut skipped = 0;
+        while page.len() < q.limit {
+            let next = match (tcp.peek(), udp.peek()) {
+                (Some(a), Some(b)) if a > b => tcp.next(),
+                (Some(_), None) => tcp.next(),
+                (_, Some(_)) => udp.next(),
+                (None, None) => None,
+            };
+            let Some(id) = next else {
+                break;
+            };
+            if skipped < q.offset {
+                skipped += 1;
+            } else {
+                page.push(id);
+            }
+        }
+        let mut by_port: Vec<(u16, usize)> = self.ports.iter().map(|(p, n)| (*p, *n)).collect();
+        by_port.sort_unstable();
+        let counts = Counts {
+            total: self.rows.len() + others.len(),
+            matched: ours + theirs.len(),
             by_state: STATES
                 .iter()
-                .zip(self.states)
+                .zip(states)
                 .filter(|(_, n)| *n > 0)
                 .map(|(s, n)| (*s, n))
                 .collect(),
-            by_port: self.ports,
-            by_remote,
-            remote_hosts,
-        }
+            by_port,
+            by_remote: self
+                .ranked
+                .iter()
+                .take(TOP_REMOTES)
+                .map(|(Reverse(n), ip)| (*ip, *n))
+                .collect(),
+            remote_hosts: self.remotes.len(),
+        };
+        (counts, page)
     }
-}
-
-/// The ids of the page's rows: the matching ids, newest first, after
-/// `offset`, at most `limit` (chosen in linear time, whatever the table's size).
-pub fn page_of(mut ids: Vec<SocketId>, offset: usize, limit: usize) -> Vec<SocketId> {
-    let end = offset.saturating_add(limit).min(ids.len());
-    if offset >= end {
-        return Vec::new();
-    }
-    if end < ids.len() {
-        ids.select_nth_unstable_by(end - 1, |a, b| b.cmp(a));
-        ids.truncate(end);
-    }
-    ids.sort_unstable_by(|a, b| b.cmp(a));
-    ids.drain(..offset);
-    ids
 }
 
 /// A page of the connection table: its counts, the visitor's own row, and
@@ -542,15 +668,66 @@ mod tests {
         assert!(t.json().contains(r#""accept_queue":5"#));
     }
 
+    fn quad(host: u8, lport: u16, rport: u16) -> Quad {
+        Quad::new(
+            SocketAddr::from(([10, 0, 0, 2], lport)),
+            SocketAddr::from(([10, 0, 1, host], rport)),
+        )
+    }
+
     #[test]
     fn a_page_is_the_newest_matching_ids_after_the_offset() {
-        let ids: Vec<SocketId> = [5, 1, 9, 3, 7, 2].map(SocketId).to_vec();
-        let ids_of = |v: Vec<SocketId>| v.into_iter().map(|i| i.0).collect::<Vec<_>>();
-        assert_eq!(ids_of(page_of(ids.clone(), 0, 3)), [9, 7, 5]);
-        assert_eq!(ids_of(page_of(ids.clone(), 3, 3)), [3, 2, 1]);
-        assert_eq!(ids_of(page_of(ids.clone(), 4, 10)), [2, 1]);
-        assert_eq!(ids_of(page_of(ids.clone(), 6, 3)), [] as [u64; 0]);
-        assert_eq!(ids_of(page_of(ids, usize::MAX, usize::MAX)), [] as [u64; 0]);
+        let mut index = TableIndex::default();
+        for id in [5, 1, 9, 3, 7] {
+            index.insert(
+                SocketId(id),
+                quad(1, 80, 1000 + id as u16),
+                TcpState::Established,
+            );
+        }
+        let udp = [(SocketId(2), "UNCONN", quad(1, 7, 0))];
+        let ids = |offset, limit| {
+            let q = Query {
+                offset,
+                limit,
+                ..Query::default()
+            };
+            let (counts, page) = index.select(&q, &udp);
+            assert_eq!(counts.matched, 6);
+            page.into_iter().map(|i| i.0).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(0, 3), [9, 7, 5]);
+        assert_eq!(ids(3, 3), [3, 2, 1], "UDP rows take their place by id");
+        assert_eq!(ids(4, 10), [2, 1]);
+        assert_eq!(ids(6, 3), [] as [u64; 0]);
+        assert_eq!(ids(usize::MAX, usize::MAX), [] as [u64; 0]);
+    }
+
+    #[test]
+    fn rows_follow_their_connections_state_by_state() {
+        let mut index = TableIndex::default();
+        let (a, b) = (SocketId(1), SocketId(2));
+        index.insert(a, quad(1, 80, 1000), TcpState::Listen);
+        index.insert(b, quad(1, 80, 1001), TcpState::Listen);
+        index.set_state(a, TcpState::SynReceived);
+        index.set_state(a, TcpState::Established);
+        index.set_state(b, TcpState::SynReceived);
+        let (c, _) = index.select(&Query::default(), &[]);
+        assert_eq!(c.by_state, [("SYN-RECEIVED", 1), ("ESTABLISHED", 1)]);
+        assert_eq!(c.by_port, [(80, 2)]);
+        index.set_state(a, TcpState::FinWait1);
+        index.set_state(a, TcpState::TimeWait);
+        let (c, _) = index.select(&Query::default(), &[]);
+        assert_eq!(c.by_state, [("SYN-RECEIVED", 1), ("TIME-WAIT", 1)]);
+        assert_eq!(c.by_port, [(80, 1)], "TIME-WAIT is not open");
+        assert_eq!(c.by_remote, [("10.0.1.1".parse().unwrap(), 2)]);
+        index.remove(a);
+        index.remove(b);
+        assert_eq!(index.remove(b), None);
+        let (c, page) = index.select(&Query::default(), &[]);
+        assert_eq!(c, Counts::default());
+        assert!(page.is_empty());
+        assert!(index.ranked.is_empty() && index.remotes.is_empty() && index.ports.is_empty());
     }
 
     #[test]
@@ -583,35 +760,25 @@ mod tests {
 
     #[test]
     fn counts_cover_every_row_and_name_the_busiest_hosts() {
-        let quad = |host: u8, lport: u16, rport: u16| {
-            Quad::new(
-                SocketAddr::from(([10, 0, 0, 2], lport)),
-                SocketAddr::from(([10, 0, 1, host], rport)),
-            )
-        };
         let q = Query {
             port: Some(80),
             remote: Some(Remote::Host("10.0.1.3".parse().unwrap())),
             ..Query::default()
         };
-        let mut c = Counter::default();
+        let mut index = TableIndex::default();
+        let mut id = 0;
+        let mut next = || {
+            id += 1;
+            SocketId(id)
+        };
         for host in 0..30u8 {
             for n in 0..=u16::from(host) {
-                let quad = quad(host, 80, 1000 + n);
-                c.row(
-                    "ESTABLISHED",
-                    &quad,
-                    true,
-                    true,
-                    q.matches("ESTABLISHED", &quad),
-                );
+                index.insert(next(), quad(host, 80, 1000 + n), TcpState::Established);
             }
         }
-        let tw = quad(3, 80, 999);
-        c.row("TIME-WAIT", &tw, true, false, q.matches("TIME-WAIT", &tw));
-        let udp = quad(3, 7, 999);
-        c.row("UNCONN", &udp, false, true, q.matches("UNCONN", &udp));
-        let counts = c.finish();
+        index.insert(next(), quad(3, 80, 999), TcpState::TimeWait);
+        let udp = [(next(), "UNCONN", quad(3, 7, 999))];
+        let (counts, page) = index.select(&q, &udp);
         // 1 + 2 + … + 30 connections, one TIME-WAIT, one UDP socket.
         assert_eq!(counts.total, 465 + 2);
         assert_eq!(
@@ -619,6 +786,8 @@ mod tests {
             4 + 1,
             "host 3's four connections and its TIME-WAIT"
         );
+        assert_eq!(page.len(), 5);
+        assert_eq!(page[0], SocketId(466), "the newest first");
         assert_eq!(
             counts.by_state,
             [("ESTABLISHED", 465), ("TIME-WAIT", 1), ("UNCONN", 1)]
@@ -628,5 +797,10 @@ mod tests {
         assert_eq!(counts.by_remote.len(), TOP_REMOTES);
         assert_eq!(counts.by_remote[0], ("10.0.1.29".parse().unwrap(), 30));
         assert_eq!(counts.by_remote[9], ("10.0.1.20".parse().unwrap(), 21));
+        let state = Query {
+            state: Some("TIME-WAIT"),
+            ..Query::default()
+        };
+        assert_eq!(index.select(&state, &udp).0.matched, 1);
     }
 }
