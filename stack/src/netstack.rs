@@ -1965,8 +1965,7 @@ impl NetStack {
             .iter()
             .map(|u| {
                 let info = udp_info(u);
-                let state = table::state_named(&info.state).unwrap_or("UNCONN");
-                (u.id, state, info.quad)
+                (u.id, info.state, info.quad)
             })
             .collect();
         let limit = q.limit.min(Query::MAX_LIMIT);
@@ -2039,7 +2038,7 @@ fn conn_info(id: SocketId, conn: &mut Conn) -> SocketInfo {
     };
     let (recv_queue, send_queue, state) = conn
         .socket()
-        .map(|s| (s.recv_queue(), s.send_queue(), s.state().to_string()))
+        .map(|s| (s.recv_queue(), s.send_queue(), table::tcp_state(s.state())))
         .unwrap_or_default();
     SocketInfo {
         id,
@@ -2057,7 +2056,7 @@ fn time_wait_info(id: SocketId, quad: Quad) -> SocketInfo {
     SocketInfo {
         id,
         quad,
-        state: TcpState::TimeWait.to_string(),
+        state: table::tcp_state(TcpState::TimeWait),
         owner: "time-wait",
         accepted_by: None,
         served_by: None,
@@ -2075,8 +2074,7 @@ fn udp_info(u: &crate::udp::UdpSock) -> SocketInfo {
             "ESTABLISHED"
         } else {
             "UNCONN"
-        }
-        .into(),
+        },
         owner: "udp",
         accepted_by: None,
         served_by: u.served_by.clone(),

@@ -55,8 +55,8 @@ impl Stats {
 pub struct SocketInfo {
     pub id: SocketId,
     pub quad: Quad,
-    /// TCP state, as smoltcp names it (`ESTABLISHED`, `TIME-WAIT`, …).
-    pub state: String,
+    /// TCP state, as smoltcp names it (`ESTABLISHED`, `TIME-WAIT`, …): one of [`STATES`].
+    pub state: &'static str,
     /// Where it is: `syn queue`, `accept queue`, `application`, `closing`, `time-wait`.
     pub owner: &'static str,
     /// The thread that accepted it, when the application named one.
@@ -587,7 +587,7 @@ impl SocketInfo {
         o.push_str(",\"remote\":");
         push_json_string(o, &self.quad.remote.to_string());
         o.push_str(",\"state\":");
-        push_json_string(o, &self.state);
+        push_json_string(o, self.state);
         o.push_str(",\"owner\":");
         push_json_string(o, self.owner);
         for (key, v) in [
@@ -651,7 +651,7 @@ mod tests {
                     "10.0.0.2:80".parse().unwrap(),
                     "10.0.0.1:5000".parse().unwrap(),
                 ),
-                state: "ESTABLISHED".into(),
+                state: "ESTABLISHED",
                 owner: "application",
                 accepted_by: Some("main".into()),
                 served_by: Some("conn-2".into()),

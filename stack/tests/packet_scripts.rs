@@ -1167,10 +1167,7 @@ fn a_connected_udp_socket_gets_its_peer_and_only_its_peer() {
         .into_iter()
         .find(|s| s.id == conn)
         .unwrap();
-    assert_eq!(
-        (row.state.as_str(), row.quad.remote),
-        ("ESTABLISHED", remote(5000))
-    );
+    assert_eq!((row.state, row.quad.remote), ("ESTABLISHED", remote(5000)));
 }
 
 #[test]
