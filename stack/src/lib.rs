@@ -58,6 +58,7 @@ pub mod reuseport;
 pub mod runtime;
 pub mod segment;
 pub mod story;
+pub mod syncookie;
 pub mod table;
 pub mod timers;
 pub mod timewait;
