@@ -315,6 +315,56 @@ pub fn align_timestamp(packet: &mut [u8]) -> bool {
     true
 }
 
+/// Which of a TCP header's two numbers [`shift_number`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Number {
+    /// The sequence number (bytes 4..8 of the TCP header).
+    Seq,
+    /// The acknowledgment number (bytes 8..12); only with ACK set.
+    Ack,
+}
+
+/// Adds `delta` (wrapping) to a TCP packet's sequence or acknowledgment
+/// number and keeps its checksum right (RFC 1624, eqn. 3, one 16-bit word
+/// at a time), or, with `partial`, leaves the checksum alone: a packet
+/// whose checksum the kernel will finish (offload) holds only the
+/// pseudo-header's sum, which has no sequence numbers in it. Returns
+/// whether it changed the packet (not for a packet that is not TCP, is too
+/// short, or, for `Ack`, has no ACK flag).
+///
+/// A connection made from a SYN cookie lives in two sequence spaces: the
+/// cookie is the ISN the peer knows, the engine chose its own; every
+/// segment crosses between them here.
+pub fn shift_number(packet: &mut [u8], which: Number, delta: u32, partial: bool) -> bool {
+    let header = match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.get(9) == Some(&6) => usize::from(packet[0] & 0x0f) * 4,
+        Some(6) if packet.get(6) == Some(&6) => 40,
+        _ => return false,
+    };
+    let Some(tcp) = packet.get_mut(header..) else {
+        return false;
+    };
+    if tcp.len() < 20 || (which == Number::Ack && tcp[13] & 0x10 == 0) {
+        return false;
+    }
+    let at = match which {
+        Number::Seq => 4,
+        Number::Ack => 8,
+    };
+    let old = u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]);
+    let new = old.wrapping_add(delta);
+    tcp[at..at + 4].copy_from_slice(&new.to_be_bytes());
+    if !partial {
+        let sum = u16::from_be_bytes([tcp[16], tcp[17]]);
+        let mut acc = u32::from(!sum);
+        for (o, n) in [(old >> 16, new >> 16), (old & 0xffff, new & 0xffff)] {
+            acc += u32::from(!(o as u16)) + n;
+        }
+        tcp[16..18].copy_from_slice(&(!fold(acc)).to_be_bytes());
+    }
+    true
+}
+
 /// Classifies a packet the stack is sending, as if it arrived at its
 /// destination (for the stories: its flags, numbers and options).
 pub fn classify_outbound(packet: &[u8]) -> Inbound {
@@ -434,6 +484,49 @@ mod tests {
         let mut syn = syn_bytes();
         assert!(!align_timestamp(&mut syn));
         assert!(!align_timestamp(&mut [0x45, 0, 0]));
+    }
+
+    #[test]
+    fn shifted_numbers_keep_the_checksum_and_shift_back() {
+        let payloads = [&b""[..], b"x", &[0xa5; 1448]];
+        for (payload, v6) in payloads.iter().flat_map(|p| [(*p, false), (*p, true)]) {
+            let before = ack_with_options(&[], payload, v6);
+            for delta in [1, 0x8000_0000, u32::MAX, 0x1234_5678] {
+                let mut p = before.clone();
+                assert!(shift_number(&mut p, Number::Seq, delta, false));
+                assert!(shift_number(
+                    &mut p,
+                    Number::Ack,
+                    delta.wrapping_neg(),
+                    false
+                ));
+                let Inbound::Tcp(seg) = classify_outbound(&p) else {
+                    panic!("checksum broken: {:?}", classify_outbound(&p));
+                };
+                assert_eq!(seg.seq, 5000u32.wrapping_add(delta));
+                assert_eq!(seg.ack_number, 1001u32.wrapping_sub(delta));
+                assert!(shift_number(
+                    &mut p,
+                    Number::Seq,
+                    delta.wrapping_neg(),
+                    false
+                ));
+                assert!(shift_number(&mut p, Number::Ack, delta, false));
+                assert_eq!(p, before, "and back, byte for byte");
+            }
+        }
+    }
+
+    #[test]
+    fn a_partial_checksum_is_left_as_it_is_and_a_syn_has_no_ack_to_shift() {
+        let before = ack_with_options(&[], b"data", false);
+        let mut p = before.clone();
+        assert!(shift_number(&mut p, Number::Seq, 7, true));
+        assert_eq!(p[36..38], before[36..38], "checksum untouched");
+        let mut syn = syn_bytes();
+        assert!(!shift_number(&mut syn, Number::Ack, 7, false));
+        assert!(shift_number(&mut syn, Number::Seq, 7, false));
+        assert!(!shift_number(&mut [0x45, 0, 0], Number::Seq, 1, false));
     }
 
     #[test]

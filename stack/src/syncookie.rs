@@ -130,7 +130,8 @@ impl SynCookies {
         let c = Self::counter(now);
         let key = self.key_for(c);
         let (index, mss) = Self::mss_index(mss, quad.local.is_ipv6());
-        let cookie = (mac(&key, quad, client_isn, c) & !0xF) | ((c as u32 & 3) << 2) | u32::from(index);
+        let cookie =
+            (mac(&key, quad, client_isn, c) & !0xF) | ((c as u32 & 3) << 2) | u32::from(index);
         (cookie, mss)
     }
 
@@ -176,7 +177,8 @@ impl SynCookies {
         if let Some((_, key)) = self.keys.iter().find(|(kc, _)| *kc == c) {
             return *key;
         }
-        self.keys.retain(|(kc, _)| c.saturating_sub(*kc) < KEPT as u64 && *kc <= c);
+        self.keys
+            .retain(|(kc, _)| c.saturating_sub(*kc) < KEPT as u64 && *kc <= c);
         let key = match self.source {
             KeySource::Os => {
                 let mut key = [0u8; 16];
@@ -255,7 +257,10 @@ mod tests {
         let q = quad();
         let (cookie, _) = jar.make(at(1000), &q, 99, 1460);
         let other = Quad::new(q.local, "10.203.80.1:51235".parse().unwrap());
-        assert_eq!(jar.check(at(1000), &other, 99, cookie), Err(Rejected::Invalid));
+        assert_eq!(
+            jar.check(at(1000), &other, 99, cookie),
+            Err(Rejected::Invalid)
+        );
         assert_eq!(jar.check(at(1000), &q, 100, cookie), Err(Rejected::Invalid));
         for bit in 4..32 {
             assert_eq!(
@@ -313,12 +318,19 @@ mod tests {
         assert_eq!(SynCookies::mss_index(1300, false), (1, 1300));
         assert_eq!(SynCookies::mss_index(1299, false), (0, 536));
         assert_eq!(SynCookies::mss_index(536, false), (0, 536));
-        assert_eq!(SynCookies::mss_index(100, false), (0, 536), "never below the table");
+        assert_eq!(
+            SynCookies::mss_index(100, false),
+            (0, 536),
+            "never below the table"
+        );
         assert_eq!(SynCookies::mss_index(u16::MAX, false), (3, 1460));
         assert_eq!(SynCookies::mss_index(1220, true), (0, 1220));
         assert_eq!(SynCookies::mss_index(65000, true), (3, 1440));
         let mut jar = SynCookies::new(KeySource::Seeded(1));
-        let v6 = Quad::new("[fd00::2]:80".parse().unwrap(), "[fd00::1]:4000".parse().unwrap());
+        let v6 = Quad::new(
+            "[fd00::2]:80".parse().unwrap(),
+            "[fd00::1]:4000".parse().unwrap(),
+        );
         for (mss, want) in [(1220, 1220), (1300, 1280), (1439, 1400), (9000, 1440)] {
             let (cookie, announced) = jar.make(at(0), &v6, 1, mss);
             assert_eq!(announced, want);
@@ -332,7 +344,10 @@ mod tests {
         let q = quad();
         jar.make(at(0), &q, 5, 1460);
         let passed = (0..200_000u32)
-            .filter(|g| jar.check(at(0), &q, 5, g.wrapping_mul(2_654_435_761)).is_ok())
+            .filter(|g| {
+                jar.check(at(0), &q, 5, g.wrapping_mul(2_654_435_761))
+                    .is_ok()
+            })
             .count();
         // 28 bits of hash: one in 2^28 passes; 200,000 guesses, expect 0.
         assert!(passed <= 1, "{passed} guesses passed");
