@@ -383,6 +383,16 @@ pub enum OverflowArg {
     Rst,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SynCookiesArg {
+    /// Once a listener's SYN queue is full (Linux's tcp_syncookies=1, its default).
+    Auto,
+    /// For every SYN: no SYN queue at all (tcp_syncookies=2).
+    Always,
+    /// Never: a full SYN queue evicts its oldest entry (tcp_syncookies=0 drops).
+    Never,
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -429,6 +439,10 @@ pub struct ServeArgs {
     /// Half-open connections (SYN-RECEIVED) allowed per listener.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub syn_queue: usize,
+
+    /// When to answer a SYN with a SYN cookie instead of a socket.
+    #[arg(long, value_enum, default_value_t = SynCookiesArg::Auto)]
+    pub syn_cookies: SynCookiesArg,
 
     /// The stack's Nagle rule for sockets without TCP_NODELAY.
     #[arg(long, value_enum, default_value_t = NagleArg::Minshall)]
@@ -589,6 +603,11 @@ impl ServeArgs {
             OverflowArg::Rst => Overflow::Rst,
         };
         c.net.syn_queue_cap = self.syn_queue.max(1);
+        c.net.syn_cookies = match self.syn_cookies {
+            SynCookiesArg::Auto => portlab::syncookie::Mode::Auto,
+            SynCookiesArg::Always => portlab::syncookie::Mode::Always,
+            SynCookiesArg::Never => portlab::syncookie::Mode::Never,
+        };
         c.net.max_sockets = self.max_sockets.max(1);
         c.net.nagle = match self.nagle {
             NagleArg::Minshall => portlab::NagleRule::Minshall,

@@ -47,6 +47,9 @@ pub struct NetConfig {
     pub overflow: Overflow,
     /// Half-open connections allowed per listener.
     pub syn_queue_cap: usize,
+    /// When a SYN is answered with a SYN cookie instead of a socket (see
+    /// `syncookie`): once the SYN queue is full (the default), always, never.
+    pub syn_cookies: crate::syncookie::Mode,
     /// How long a connection may stay in SYN-RECEIVED.
     pub syn_timeout: Duration,
     /// How long the stack keeps a 4-tuple in TIME-WAIT after closing first.
@@ -94,6 +97,7 @@ impl NetConfig {
             seed: 0,
             overflow: Overflow::Drop,
             syn_queue_cap: 1024,
+            syn_cookies: crate::syncookie::Mode::Auto,
             syn_timeout: Duration::from_secs(30),
             time_wait: Duration::from_secs(10),
             // Longer than smoltcp's retransmissions back off to (1 + 2 + 4 + …

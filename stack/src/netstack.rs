@@ -54,8 +54,9 @@ use crate::listener::{Listener, Listeners};
 use crate::nagle::{self, Nagle};
 use crate::ports::{PortChooser, Purpose, Rejection};
 use crate::quad::{IdMap, Quad, SocketId};
-use crate::segment::{self, Inbound, Segment};
+use crate::segment::{self, Inbound, Number, Segment};
 use crate::story::{Stories, Story};
+use crate::syncookie::{self, KeySource, SynCookies};
 use crate::timers::Timers;
 use crate::timewait::{self, TimeWait};
 use crate::udp::Udp;
@@ -127,6 +128,13 @@ struct Conn {
     sunk: Option<u64>,
     /// Nagle's algorithm: when a partial segment waits (see `nagle`).
     nagle: Nagle,
+    /// Made from a SYN cookie: the cookie (the ISN the peer was given),
+    /// until the engine's own SYN-ACK shows the ISN it chose instead.
+    cookie: Option<u32>,
+    /// Added to our sequence numbers on the way out, taken from the peer's
+    /// acknowledgments on the way in: the cookie minus the engine's ISN
+    /// (0 for every connection not made from a cookie). See `syncookie`.
+    seq_shift: u32,
 }
 
 impl Conn {
@@ -163,6 +171,8 @@ pub struct NetStack {
     demux: Demux,
     /// The connection table's counts and order, kept from the events below.
     index: TableIndex,
+    /// The keys of the SYN cookies sent lately (no state per cookie).
+    cookies: SynCookies,
     listeners: Listeners,
     timers: Timers<TimerKey>,
     tx: VecDeque<Vec<u8>>,
@@ -219,6 +229,7 @@ impl NetStack {
             conns: IdMap::default(),
             demux: Demux::default(),
             index: TableIndex::default(),
+            cookies: SynCookies::new(KeySource::Os),
             listeners,
             timers: Timers::default(),
             tx: VecDeque::new(),
@@ -474,6 +485,9 @@ impl NetStack {
                 self.on_time_wait_segment(now, seg, packet, action);
             }
             None if seg.is_bare_syn() => self.on_syn(now, seg, packet),
+            None if seg.ack && !seg.syn && !seg.rst && self.cookies.active(now) => {
+                self.on_cookie_ack(now, seg, packet)
+            }
             None => {
                 let reason = if self.listeners.has_port(seg.quad.local.port()) {
                     RstReason::NoConnection
@@ -500,10 +514,78 @@ impl NetStack {
         self.rst_reason = None;
     }
 
+    /// Answers a SYN with a cookie: a SYN-ACK and nothing kept.
+    fn send_cookie(&mut self, now: Instant, seg: &Segment) {
+        let quad = seg.quad;
+        let mss = syncookie::client_mss(&seg.options, quad.local.is_ipv6(), self.cfg.mtu);
+        let (cookie, mss) = self.cookies.make(now, &quad, seg.seq, mss);
+        let packet = syncookie::syn_ack(&quad, cookie, seg.seq, mss);
+        if !packet.is_empty() {
+            self.stats.cookies_sent += 1;
+            self.transmit(now, packet);
+        }
+    }
+
+    /// An ACK for a 4-tuple with no connection, while cookies are out: one
+    /// that returns a good cookie becomes the connection its SYN asked for;
+    /// any other is answered with a reset, as Linux does, and leaves nothing.
+    fn on_cookie_ack(&mut self, now: Instant, seg: &Segment, packet: &[u8]) {
+        let quad = seg.quad;
+        let listener_id = self.listeners.pick(&quad);
+        let checked = self.cookies.check(
+            now,
+            &quad,
+            seg.seq.wrapping_sub(1),
+            seg.ack_number.wrapping_sub(1),
+        );
+        let (Some(listener_id), Ok(accepted)) = (listener_id, checked) else {
+            let reason = if listener_id.is_some() {
+                self.stats.cookies_rejected += 1;
+                RstReason::NoConnection
+            } else {
+                RstReason::NoListener
+            };
+            self.answer_without_socket(now, seg, packet, reason);
+            return;
+        };
+        let room = self
+            .listeners
+            .get(listener_id)
+            .is_some_and(|l| !l.accept_queue_full());
+        let made = (room && self.conns.len() < self.cfg.max_sockets)
+            .then(|| Engine::new_socket(self.cfg.rx_buffer, self.cfg.tx_buffer))
+            .flatten();
+        let Some(made) = made else {
+            // No room: dropped, as the completing ACK of a full accept queue
+            // is; the client retransmits and its cookie is still good.
+            self.stats.handshakes_held += 1;
+            return;
+        };
+        self.stats.cookies_validated += 1;
+        let cookie = seg.ack_number.wrapping_sub(1);
+        let (syn, syn_packet) = syncookie::rebuilt_syn(seg, accepted.mss);
+        if let Some(id) = self.open_passive(now, listener_id, made, &syn, &syn_packet, Some(cookie))
+        {
+            // The engine's SYN-ACK now, also within a batch (where it would
+            // wait for the batch's end): it tells the shift the ACK needs.
+            self.egress(now, id);
+            self.flush_out(now, Some(id), Some(quad));
+            self.deliver(now, id, seg, packet);
+            // Made for this ACK alone: if the engine did not take it as the
+            // end of the handshake, nothing is kept (the SYN queue is full).
+            if self
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.owner == Owner::SynQueue)
+            {
+                self.free(now, id, Closer::Reset);
+            }
+        }
+    }
+
     /// A SYN for a 4-tuple with no connection.
     fn on_syn(&mut self, now: Instant, seg: &Segment, packet: &[u8]) {
         let quad = seg.quad;
-        let port = quad.local.port();
         let Some(listener_id) = self.listeners.pick(&quad) else {
             self.answer_without_socket(now, seg, packet, RstReason::NoListener);
             return;
@@ -520,9 +602,22 @@ impl NetStack {
         let Some(listener) = self.listeners.get(listener_id) else {
             return;
         };
-        // A full SYN queue makes room by evicting its oldest half-open
-        // connection: under a SYN flood (the engine has no SYN cookies) new
-        // clients keep getting in while the flood's entries age out.
+        // A full SYN queue answers with a cookie and keeps nothing (Linux's
+        // tcp_syncookies=1); an accept queue that is full drops the SYN as
+        // Linux does, cookie or not: there would be no room for the connection.
+        let queue_full = listener.syn_queue.len() >= self.cfg.syn_queue_cap;
+        let cookie = match self.cfg.syn_cookies {
+            syncookie::Mode::Auto => queue_full,
+            syncookie::Mode::Always => true,
+            syncookie::Mode::Never => false,
+        };
+        if cookie && !listener.accept_queue_full() {
+            self.send_cookie(now, seg);
+            return;
+        }
+        // With cookies off, a full SYN queue makes room by evicting its
+        // oldest half-open connection: under a SYN flood new clients keep
+        // getting in while the flood's entries age out.
         let evict = (listener.syn_queue.len() >= self.cfg.syn_queue_cap)
             .then(|| listener.syn_queue.first().copied())
             .flatten();
@@ -549,7 +644,7 @@ impl NetStack {
                 .ok_or(SynDropReason::SocketLimit),
             Some(reason) => Err(reason),
         };
-        let (mut sockets, handle) = match made {
+        let (sockets, handle) = match made {
             Ok(made) => made,
             Err(reason) => {
                 self.stats.syns_dropped += 1;
@@ -557,8 +652,24 @@ impl NetStack {
                 return;
             }
         };
-        let listener_addr = listener.local;
+        self.open_passive(now, listener_id, (sockets, handle), seg, packet, None);
+    }
 
+    /// A new socket for the 4-tuple of `seg` (a SYN, real or rebuilt from a
+    /// cookie: then `cookie` is the ISN the peer was given), in `listener`'s
+    /// SYN queue, and the SYN delivered to it.
+    fn open_passive(
+        &mut self,
+        now: Instant,
+        listener_id: SocketId,
+        (mut sockets, handle): (ConnSockets, SocketHandle),
+        seg: &Segment,
+        packet: &[u8],
+        cookie: Option<u32>,
+    ) -> Option<SocketId> {
+        let quad = seg.quad;
+        let port = quad.local.port();
+        let listener_addr = self.listeners.get(listener_id)?.local;
         let id = SocketId(self.next_id);
         self.next_id += 1;
         let endpoint = IpListenEndpoint {
@@ -570,10 +681,10 @@ impl NetStack {
             .listen(endpoint)
             .is_err()
         {
-            return;
+            return None;
         }
         if !self.demux.insert_conn(quad, id) {
-            return;
+            return None;
         }
         let mut nagle = Nagle::default();
         nagle.handshake(&seg.options, self.cfg.mtu, quad.local.is_ipv6());
@@ -601,6 +712,8 @@ impl NetStack {
                 read_total: 0,
                 sunk: None,
                 nagle,
+                cookie,
+                seq_shift: 0,
             },
         );
         if let Some(l) = self.listeners.get_mut(listener_id) {
@@ -627,7 +740,9 @@ impl NetStack {
         {
             self.stats.packets_dropped += 1;
             self.free(now, id, Closer::Reset);
+            return None;
         }
+        Some(id)
     }
 
     /// A segment for a live connection.
@@ -681,6 +796,8 @@ impl NetStack {
         let Some(sockets) = conn.sockets.as_mut() else {
             return;
         };
+        // The engine's sequence space, for a connection made from a cookie.
+        let shift = conn.seq_shift;
         if let Some((reason, probe)) = challenge {
             // RFC 5961: only a reset at exactly the next expected sequence
             // number closes the connection (3.2); any other one, and any SYN
@@ -688,7 +805,8 @@ impl NetStack {
             // rate-limits to one per second. A peer that really lost the
             // connection answers it with an exact reset; a blind attacker
             // cannot.
-            self.engine.ingress(now, &probe, sockets, &mut self.out);
+            self.engine
+                .ingress(now, &engine_view(&probe, shift), sockets, &mut self.out);
             let quad = conn.quad;
             self.stats.packets_dropped += 1;
             self.emit(
@@ -704,9 +822,11 @@ impl NetStack {
         if let Some(ack) = past_edge {
             // Its acknowledgement first, which smoltcp would not read (see
             // `window`); then the segment itself, which it refuses with an ACK.
-            self.engine.ingress(now, &ack, sockets, &mut self.out);
+            self.engine
+                .ingress(now, &engine_view(&ack, shift), sockets, &mut self.out);
         }
-        self.engine.ingress(now, packet, sockets, &mut self.out);
+        self.engine
+            .ingress(now, &engine_view(packet, shift), sockets, &mut self.out);
         conn.sink_received();
         if seg.rst
             && let Some(s) = conn.socket()
@@ -925,7 +1045,24 @@ impl NetStack {
                         | TcpState::TimeWait
                 )
             });
-        for packet in out.drain(..) {
+        for mut packet in out.drain(..) {
+            // A connection made from a cookie: its engine's ISN is not the
+            // one the peer knows. Its SYN-ACK (the cookie already was one)
+            // tells the difference and is not sent again.
+            let mut sent_before = false;
+            if let Some(c) = id.and_then(|id| self.conns.get_mut(&id)) {
+                if let Some(cookie) = c.cookie
+                    && let Some(f) = segment::outbound(&packet)
+                    && f.syn
+                {
+                    c.seq_shift = cookie.wrapping_sub(f.seq_end.wrapping_sub(1));
+                    c.cookie = None;
+                    sent_before = true;
+                }
+                if c.seq_shift != 0 {
+                    segment::shift_number(&mut packet, Number::Seq, c.seq_shift, false);
+                }
+            }
             let flags = segment::outbound(&packet);
             if let Some(id) = id {
                 self.note_outbound(now, id, &packet, flags);
@@ -952,7 +1089,10 @@ impl NetStack {
             {
                 c.last_ack = Some(packet.clone());
             }
-            let frame = self.transmit(now, packet);
+            let frame = match sent_before {
+                true => None,
+                false => self.transmit(now, packet),
+            };
             if flags.is_some_and(|f| f.payload_len > 0) {
                 last_data = frame.or(last_data);
             }
@@ -1514,6 +1654,8 @@ impl NetStack {
                 read_total: 0,
                 sunk: None,
                 nagle,
+                cookie: None,
+                seq_shift: 0,
             },
         );
         self.stats.sockets_created += 1;
@@ -2063,6 +2205,17 @@ fn time_wait_info(id: SocketId, quad: Quad) -> SocketInfo {
         recv_queue: 0,
         send_queue: 0,
     }
+}
+
+/// A segment as a connection's engine sees it: its acknowledgment moved
+/// into the engine's sequence space (by `-shift`, see `Conn::seq_shift`).
+fn engine_view(p: &[u8], shift: u32) -> std::borrow::Cow<'_, [u8]> {
+    if shift == 0 {
+        return p.into();
+    }
+    let mut v = p.to_vec();
+    segment::shift_number(&mut v, Number::Ack, shift.wrapping_neg(), false);
+    v.into()
 }
 
 fn udp_info(u: &crate::udp::UdpSock) -> SocketInfo {

@@ -39,12 +39,15 @@
 //! connection runs with a window of at most 64 KiB and without SACK. It is
 //! the price of an answer under a flood, paid only when the queue is full.
 
+use etherparse::{PacketBuilder, TcpOptionElement};
 use siphasher::sip::SipHasher24;
 use smoltcp::time::Instant;
 use std::hash::Hasher;
 use std::net::IpAddr;
 
+use crate::event::SynOptions;
 use crate::quad::Quad;
+use crate::segment::Segment;
 
 /// Seconds of one step of the time counter (Linux: 60, as jiffies/HZ/60).
 pub const PERIOD_SECS: u64 = 64;
@@ -57,6 +60,19 @@ pub const KEPT: usize = 4;
 pub const MSS_V4: [u16; 4] = [536, 1300, 1440, 1460];
 /// The MSS values a cookie can carry, IPv6 (the minimum MTU's 1220 first).
 pub const MSS_V6: [u16; 4] = [1220, 1280, 1400, 1440];
+
+/// When a listener answers with cookies: Linux's `net.ipv4.tcp_syncookies`
+/// (1, 2, 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Once the listener's SYN queue is full (Linux's 1, its default).
+    #[default]
+    Auto,
+    /// For every SYN (2): no SYN queue at all, a lab setting.
+    Always,
+    /// Never (0): a full SYN queue evicts its oldest entry, or drops the SYN.
+    Never,
+}
 
 /// Where the keys come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +124,15 @@ impl SynCookies {
             source,
             keys: Vec::with_capacity(KEPT),
         }
+    }
+
+    /// Whether cookies were made recently enough that an ACK may carry one
+    /// (Linux checks an ACK for a cookie only after a recent overflow).
+    pub fn active(&self, now: Instant) -> bool {
+        let c = Self::counter(now);
+        self.keys
+            .iter()
+            .any(|(kc, _)| c.saturating_sub(*kc) <= MAX_AGE)
     }
 
     /// The time counter at `now`.
@@ -208,6 +233,80 @@ impl SynCookies {
         self.keys.push((c, key));
         key
     }
+}
+
+/// The MSS a SYN allows, as a cookie's table sees it: its option, or the
+/// protocol's default without one (RFC 9293 3.7.1: 536; IPv6: 1220), and
+/// never more than our own link carries.
+pub fn client_mss(options: &SynOptions, ipv6: bool, mtu: usize) -> u16 {
+    let header = if ipv6 { 60 } else { 40 };
+    let ours = u16::try_from(mtu.saturating_sub(header)).unwrap_or(u16::MAX);
+    let theirs = options
+        .mss
+        .filter(|m| *m > 0)
+        .unwrap_or(if ipv6 { 1220 } else { 536 });
+    theirs.min(ours)
+}
+
+/// The SYN-ACK that carries a cookie: from `quad.local` to `quad.remote`,
+/// ISN `cookie`, acknowledging `client_isn`, announcing `mss` and nothing
+/// else (see the module's note), a window of 65,535 bytes unscaled.
+pub fn syn_ack(quad: &Quad, cookie: u32, client_isn: u32, mss: u16) -> Vec<u8> {
+    let ip = match (quad.local.ip(), quad.remote.ip()) {
+        (IpAddr::V4(l), IpAddr::V4(r)) => PacketBuilder::ipv4(l.octets(), r.octets(), 64),
+        (IpAddr::V6(l), IpAddr::V6(r)) => PacketBuilder::ipv6(l.octets(), r.octets(), 64),
+        _ => return Vec::new(),
+    };
+    let tcp = ip
+        .tcp(quad.local.port(), quad.remote.port(), cookie, u16::MAX)
+        .syn()
+        .ack(client_isn.wrapping_add(1));
+    let Ok(tcp) = tcp.options(&[TcpOptionElement::MaximumSegmentSize(mss)]) else {
+        return Vec::new();
+    };
+    let mut v = Vec::with_capacity(tcp.size(0));
+    if tcp.write(&mut v, &[]).is_err() {
+        v.clear();
+    }
+    v
+}
+
+/// The SYN that a cookie stands for, rebuilt from the ACK that returned it
+/// (`ack`): the client's ISN, its window, the MSS the cookie carried. The
+/// engine is given this SYN, then the ACK, and the connection is made as if
+/// it had waited in the SYN queue all along.
+pub fn rebuilt_syn(ack: &Segment, mss: u16) -> (Segment, Vec<u8>) {
+    let quad = ack.quad;
+    let isn = ack.seq.wrapping_sub(1);
+    let seg = Segment {
+        quad,
+        seq: isn,
+        ack_number: 0,
+        syn: true,
+        ack: false,
+        fin: false,
+        rst: false,
+        payload_len: 0,
+        window: ack.window,
+        options: SynOptions {
+            mss: Some(mss),
+            ..SynOptions::default()
+        },
+        tsval: None,
+    };
+    let ip = match (quad.remote.ip(), quad.local.ip()) {
+        (IpAddr::V4(r), IpAddr::V4(l)) => PacketBuilder::ipv4(r.octets(), l.octets(), 64),
+        (IpAddr::V6(r), IpAddr::V6(l)) => PacketBuilder::ipv6(r.octets(), l.octets(), 64),
+        _ => return (seg, Vec::new()),
+    };
+    let tcp = ip
+        .tcp(quad.remote.port(), quad.local.port(), isn, ack.window)
+        .syn();
+    let mut v = Vec::new();
+    if let Ok(tcp) = tcp.options(&[TcpOptionElement::MaximumSegmentSize(mss)]) {
+        let _ = tcp.write(&mut v, &[]);
+    }
+    (seg, v)
 }
 
 /// SipHash-2-4 of the 4-tuple, the client's ISN and the counter, under `key`.

@@ -32,6 +32,11 @@ pub struct Stats {
     pub pings: u64,
     pub datagrams_in: u64,
     pub port_unreachable: u64,
+    /// SYN-ACKs sent with a SYN cookie, and the ACKs that came back with
+    /// a good one (a connection made) or a bad or expired one (a reset).
+    pub cookies_sent: u64,
+    pub cookies_validated: u64,
+    pub cookies_rejected: u64,
 }
 
 impl Stats {
@@ -614,7 +619,8 @@ fn stats_json(o: &mut String, st: &Stats) {
         "\"stats\":{{\"syns\":{},\"syns_dropped\":{},\"handshakes_held\":{},\
          \"resets_sent\":{},\"sockets_created\":{},\"time_wait_reused\":{},\
          \"packets_in\":{},\"packets_out\":{},\"packets_dropped\":{},\"pings\":{},\
-         \"datagrams_in\":{},\"port_unreachable\":{}}}",
+         \"datagrams_in\":{},\"port_unreachable\":{},\"cookies_sent\":{},\
+         \"cookies_validated\":{},\"cookies_rejected\":{}}}",
         st.syns,
         st.syns_dropped,
         st.handshakes_held,
@@ -626,7 +632,10 @@ fn stats_json(o: &mut String, st: &Stats) {
         st.packets_dropped,
         st.pings,
         st.datagrams_in,
-        st.port_unreachable
+        st.port_unreachable,
+        st.cookies_sent,
+        st.cookies_validated,
+        st.cookies_rejected
     );
 }
 

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use portlab::event::{Closer, Event, RstReason, SynDropReason};
 use portlab::netstack::{ListenError, Ready};
+use portlab::syncookie::Mode;
 use portlab::{NetConfig, NetStack, Overflow, Quad, SocketId};
 use smoltcp::time::{Duration, Instant};
 
@@ -1190,8 +1191,11 @@ fn a_closed_socket_whose_peer_vanished_is_reset_and_freed() {
 }
 
 #[test]
-fn a_full_syn_queue_evicts_its_oldest_half_open_connection() {
-    let mut lab = Lab::with(|c| c.syn_queue_cap = 4);
+fn with_cookies_off_a_full_syn_queue_evicts_its_oldest_half_open_connection() {
+    let mut lab = Lab::with(|c| {
+        c.syn_queue_cap = 4;
+        c.syn_cookies = Mode::Never;
+    });
     lab.listen(80, 16);
     for port in 47000..47004 {
         lab.send(Client::new(port).syn());
@@ -1704,4 +1708,214 @@ fn nodelay_releases_what_is_held_and_sends_every_small_write_at_once() {
     lab.stack.set_nodelay(lab.now, id, true).unwrap();
     lab.stack.send(lab.now, id, &[b'p'; PAGE]).unwrap();
     assert_eq!(data_segments(&mut lab, &mut c), [1460, 1460, 1460, 20]);
+}
+
+// ----- SYN cookies (RFC 4987 3.6) -------------------------------------------
+
+/// A lab whose listener on port 80 answers every SYN with a cookie.
+fn cookie_lab() -> Lab {
+    let mut lab = Lab::with(|c| c.syn_cookies = Mode::Always);
+    lab.listen(80, 16);
+    lab
+}
+
+/// The SYN-ACK that answers `c`'s SYN, checked to carry nothing but a
+/// cookie: no socket behind it.
+fn cookie_synack(lab: &mut Lab, c: &Client) -> Seg {
+    lab.send(c.syn());
+    let synack = lab.expect();
+    assert!(synack.syn && synack.has_ack, "{synack:?}");
+    assert_eq!(synack.ack, c.isn.wrapping_add(1));
+    assert!(
+        lab.stack.table().sockets.is_empty(),
+        "a cookie keeps no socket"
+    );
+    assert_eq!(lab.stack.table().listeners[0].syn_queue, 0);
+    synack
+}
+
+#[test]
+fn a_cookie_round_trip_makes_the_connection_the_syn_asked_for() {
+    let mut lab = cookie_lab();
+    let mut c = Client::new(50000);
+    let synack = cookie_synack(&mut lab, &c);
+    c.established(synack.seq);
+    // As the runtime delivers packets: in a batch, whose ACKs wait for its end.
+    lab.stack.begin_batch();
+    lab.send(c.ack());
+    lab.stack.end_batch(lab.now);
+    let (id, quad) = lab.accept();
+    assert_eq!(quad, c.quad());
+    // Data both ways, in the sequence space the client knows.
+    lab.send(c.data(b"GET / HTTP/1.1\r\n\r\n"));
+    let mut buf = [0u8; 64];
+    assert_eq!(lab.stack.recv(lab.now, id, &mut buf).unwrap(), 18);
+    lab.stack.send(lab.now, id, b"hello").unwrap();
+    lab.settle();
+    let mut saw = None;
+    while let Some(s) = lab.recv() {
+        if !s.payload.is_empty() {
+            saw = Some(s);
+        }
+    }
+    let data = saw.expect("the stack's data");
+    assert_eq!(data.payload, b"hello");
+    assert_eq!(
+        data.seq,
+        synack.seq.wrapping_add(1),
+        "our numbers continue from the cookie"
+    );
+    assert_eq!(data.ack, c.seq, "and acknowledge the client's request");
+    let st = lab.stack.table().stats;
+    assert_eq!(
+        (st.cookies_sent, st.cookies_validated, st.cookies_rejected),
+        (1, 1, 0)
+    );
+    assert!(
+        lab.take_events()
+            .iter()
+            .any(|e| matches!(e, Event::SocketCreated { .. }))
+    );
+}
+
+#[test]
+fn a_wrong_cookie_gets_a_reset_and_leaves_nothing() {
+    let mut lab = cookie_lab();
+    let mut c = Client::new(50001);
+    let synack = cookie_synack(&mut lab, &c);
+    c.established(synack.seq.wrapping_add(0x100));
+    lab.send(c.ack());
+    let rst = lab.expect();
+    assert!(rst.rst, "{rst:?}");
+    assert!(lab.stack.table().sockets.is_empty());
+    assert_eq!(lab.stack.table().stats.cookies_rejected, 1);
+    // A forged ACK guessing at cookies for a client that never sent a SYN.
+    for guess in 0..100u32 {
+        let mut f = Client::new(51000 + guess as u16);
+        f.established(guess.wrapping_mul(0x9e37_79b9));
+        lab.send(f.ack());
+    }
+    assert!(lab.stack.table().sockets.is_empty());
+    assert_eq!(lab.stack.table().stats.cookies_validated, 0);
+}
+
+#[test]
+fn an_expired_cookie_gets_a_reset() {
+    let mut lab = cookie_lab();
+    let mut c = Client::new(50002);
+    let synack = cookie_synack(&mut lab, &c);
+    // Good for its period and the next (64 to 128 s): three minutes is too late.
+    lab.advance(Duration::from_secs(180));
+    c.established(synack.seq);
+    lab.send(c.ack());
+    // No cookie out lately: an ACK is not even looked at as one (as Linux
+    // checks only after a recent overflow), and gets the reset any ACK for
+    // no connection gets.
+    assert!(lab.expect().rst);
+    assert_eq!(lab.stack.table().stats.cookies_rejected, 0);
+    // With another client's cookie out, the late ACK is checked, and refused.
+    cookie_synack(&mut lab, &Client::new(50012));
+    lab.send(c.ack());
+    assert!(lab.expect().rst);
+    assert_eq!(lab.stack.table().sockets.len(), 0);
+    assert_eq!(lab.stack.table().stats.cookies_rejected, 1);
+}
+
+#[test]
+fn a_cookie_for_a_listener_that_closed_gets_a_reset() {
+    let mut lab = cookie_lab();
+    let mut c = Client::new(50003);
+    let synack = cookie_synack(&mut lab, &c);
+    let l = lab.listener(80);
+    lab.stack.close_listener(lab.now, l);
+    c.established(synack.seq);
+    lab.send(c.ack());
+    assert!(lab.expect().rst);
+    assert!(lab.stack.table().sockets.is_empty());
+}
+
+#[test]
+fn an_ack_with_data_returning_a_cookie_delivers_the_data() {
+    let mut lab = cookie_lab();
+    let mut c = Client::new(50004);
+    let synack = cookie_synack(&mut lab, &c);
+    c.established(synack.seq);
+    // No bare ACK first: the request rides on the handshake's last segment.
+    lab.send(c.data(b"ping"));
+    let (id, _) = lab.accept();
+    let mut buf = [0u8; 16];
+    assert_eq!(lab.stack.recv(lab.now, id, &mut buf).unwrap(), 4);
+    assert_eq!(&buf[..4], b"ping");
+    lab.settle();
+    let ack = lab.expect();
+    assert_eq!(ack.ack, c.seq, "the data is acknowledged");
+    assert_eq!(ack.seq, synack.seq.wrapping_add(1));
+}
+
+#[test]
+fn cookies_start_when_the_syn_queue_is_full_and_an_ack_after_it_drained_still_gets_in() {
+    let mut lab = Lab::with(|c| c.syn_queue_cap = 4);
+    lab.listen(80, 16);
+    for port in 47000..47004 {
+        lab.send(Client::new(port).syn());
+    }
+    while lab.recv().is_some() {}
+    assert_eq!(
+        lab.stack.table().stats.cookies_sent,
+        0,
+        "the queue had room"
+    );
+    let mut late = Client::new(47100);
+    let synack = cookie_synack_when_full(&mut lab, &late);
+    // The half-open entries time out: the queue drains before the ACK comes.
+    lab.advance(Duration::from_secs(31));
+    assert_eq!(lab.stack.table().listeners[0].syn_queue, 0);
+    late.established(synack.seq);
+    lab.send(late.ack());
+    assert_eq!(lab.accept().1, late.quad());
+    let st = lab.stack.table().stats;
+    assert_eq!((st.cookies_sent, st.cookies_validated), (1, 1));
+}
+
+/// As [`cookie_synack`], for a listener whose SYN queue is full (it holds
+/// half-open connections, not this one).
+fn cookie_synack_when_full(lab: &mut Lab, c: &Client) -> Seg {
+    let before = lab.stack.table().sockets.len();
+    lab.send(c.syn());
+    let synack = lab.expect();
+    assert!(synack.syn && synack.has_ack);
+    assert_eq!(lab.stack.table().sockets.len(), before, "no socket for it");
+    assert_eq!(lab.stack.table().stats.cookies_sent, 1);
+    synack
+}
+
+#[test]
+fn with_cookies_never_a_full_syn_queue_sends_none() {
+    let mut lab = Lab::with(|c| {
+        c.syn_queue_cap = 2;
+        c.syn_cookies = Mode::Never;
+    });
+    lab.listen(80, 16);
+    for port in 47000..47010 {
+        lab.send(Client::new(port).syn());
+    }
+    assert_eq!(lab.stack.table().stats.cookies_sent, 0);
+    assert!(lab.stack.table().listeners[0].syn_queue <= 2);
+}
+
+#[test]
+fn a_cookie_connection_over_ipv6_works_too() {
+    let mut lab = Lab::with(|c| {
+        c.syn_cookies = Mode::Always;
+        c.addr6 = Some(STACK6.into());
+    });
+    lab.listen(80, 16);
+    let mut c = Client::v6(50005);
+    let synack = cookie_synack(&mut lab, &c);
+    c.established(synack.seq);
+    lab.send(c.data(b"six"));
+    let (id, quad) = lab.accept();
+    assert_eq!(quad, c.quad());
+    let mut buf = [0u8; 8];
+    assert_eq!(lab.stack.recv(lab.now, id, &mut buf).unwrap(), 3);
 }
