@@ -10,9 +10,10 @@
 set -u
 cd "$(dirname "$0")/.."
 export FLOOD_COUNT=200000      # spoofed SYNs from a blackholed lab range
+export SOURCES_COUNT=1000000   # spoofed SYNs from four sources of that range (issue #19)
 export SLOW_COUNT=1000         # slowloris connections
 export LOSSY_BYTES=104857600   # 100 MiB through 5% drop, 5% reorder, 1% dup, 1% corrupt
 export LOSSY30_BYTES=1048576   # 1 MiB through 30% drop
 export CHURN_COUNT=100000      # short connections
 export LOSSY_TIMEOUT=3600      # seconds curl may take for the lossy transfer
-exec ./scripts/itest.sh syn_flood slow_clients lossy_link churn
+exec ./scripts/itest.sh syn_flood syn_flood_sources slow_clients lossy_link churn
