@@ -976,7 +976,9 @@ flood_round() {
 # behind a veth) in the same run. SYN cookies keep legitimate clients in.
 test_syn_flood_sources() {
     command -v hping3 >/dev/null || { fail "hping3 is missing: apt-get install hping3"; return 1; }
-    setup syn_flood_sources --default-route
+    # SOURCES_FLAGS: more flags for portlab (by hand: --syn-cookies never).
+    # shellcheck disable=SC2086
+    setup syn_flood_sources --default-route ${SOURCES_FLAGS:-}
     local n=${SOURCES_COUNT:-100000} ks="pl-it-$$-sfk" hz
     hz=$(getconf CLK_TCK)
     in_ns ip route add blackhole "$FLOOD_RANGE"
