@@ -1003,6 +1003,9 @@ test_syn_flood_sources() {
     p0=$(proc_jiffies "$PORTLAB_PID")
     flood_round "$ADDR" "http://$ADDR/you" "http://$ADDR/bytes?n=50000000" "$LAB_TMP/sf.portlab"
     p1=$(proc_jiffies "$PORTLAB_PID")
+    local summary
+    summary=$(in_ns "$PORTLAB_BIN" ss -s)
+    echo "$summary" | sed 's/^/    portlab ss -s: /'
     syns1=$(stats syns)
     rss1=$(awk '/^VmRSS/ {print $2}' "/proc/$PORTLAB_PID/status")
     local k0 k1
@@ -1029,6 +1032,9 @@ PY
     [ "$p_ok" -ge 49 ] || fail "only $p_ok of 50 curls served during the flood (kernel: $k_ok)" || return 1
     [ "$seen" -ge $((n / 2)) ] || fail "the stack saw only $seen of $n SYNs: the flood did not arrive" || return 1
     [ "$(stats cookies_sent)" -ge 1 ] || fail "no SYN cookies sent" || return 1
+    echo "$summary" | grep -Eq "^SYN cookies: [1-9][0-9]* sent" || fail "portlab ss -s shows no cookies" || return 1
+    [ "$(events "$EV" count syn_flood)" -ge 1 ] || fail "no syn_flood event" || return 1
+    [ "$(events "$EV" count syn_flood)" -le 4 ] || fail "$(events "$EV" count syn_flood) syn_flood events: one per cookie?" || return 1
     [ $((rss1 - rss0)) -le 16384 ] || fail "resident memory grew by $(((rss1 - rss0) / 1024)) MiB" || return 1
     ok "a flood from 4 spoofed sources: $p_ok of 50 served (kernel $k_ok), memory +$(((rss1 - rss0) / 1024)) MiB"
 }

@@ -151,6 +151,11 @@ pub struct SsArgs {
     /// The whole table as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// A summary, as `ss -s` and `netstat -s`: the stack's counters (SYNs,
+    /// SYN cookies, resets…) and each listener's SYN and accept queues.
+    #[arg(short = 's', long)]
+    pub summary: bool,
 }
 
 const CONNECT_EXAMPLES: &str = "\

@@ -98,11 +98,16 @@ impl View<'_> {
         for l in &self.page.listeners {
             let _ = write!(
                 h,
-                "<tr><td>#{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>#{}{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
                 l.id.0,
                 if l.reuse { " (reuse-port)" } else { "" },
                 l.local,
                 l.syn_queue,
+                if l.syn_cookies {
+                    " (full: SYN cookies)"
+                } else {
+                    ""
+                },
                 l.accept_queue,
                 l.backlog
             );
@@ -316,7 +321,7 @@ async function refresh() {
     document.getElementById('noun').textContent = open === 1 ? 'connection' : 'connections';
     if (d.you.state) document.getElementById('mine').innerHTML = HEAD + row(d.you);
     let rows = '<tr><th>socket</th><th>local</th><th>SYN queue</th><th>accept queue</th><th>backlog</th></tr>';
-    for (const l of d.listeners) rows += `<tr><td>#${l.id}${l.reuse ? ' (reuse-port)' : ''}</td><td>${esc(l.local)}</td><td>${l.syn_queue}</td><td>${l.accept_queue}</td><td>${l.backlog}</td></tr>`;
+    for (const l of d.listeners) rows += `<tr><td>#${l.id}${l.reuse ? ' (reuse-port)' : ''}</td><td>${esc(l.local)}</td><td>${l.syn_queue}${l.syn_cookies ? ' (full: SYN cookies)' : ''}</td><td>${l.accept_queue}</td><td>${l.backlog}</td></tr>`;
     document.getElementById('listeners').innerHTML = rows;
     const c = d.counts;
     let counts = `<p>${c.total} rows in all. By state:`;
@@ -335,7 +340,7 @@ async function refresh() {
     let rate = '';
     if (last) rate = `, ${((st.sockets_created - last.n) * 1000 / (now - last.t)).toFixed(1)} new connections/s`;
     last = {n: st.sockets_created, t: now};
-    document.getElementById('stats').textContent = `SYNs seen ${st.syns}, dropped ${st.syns_dropped}, handshakes held ${st.handshakes_held}, resets sent ${st.resets_sent}, sockets created ${st.sockets_created}, TIME-WAIT reused ${st.time_wait_reused}${rate}.`;
+    document.getElementById('stats').textContent = `SYNs seen ${st.syns}, dropped ${st.syns_dropped}, handshakes held ${st.handshakes_held}, resets sent ${st.resets_sent}, sockets created ${st.sockets_created}, TIME-WAIT reused ${st.time_wait_reused}, SYN cookies sent ${st.cookies_sent} (validated ${st.cookies_validated}, rejected ${st.cookies_rejected})${rate}.`;
   } catch (e) { /* the stack stopped, or a request failed: try again */ }
 }
 function feed(kind, e) {
@@ -477,6 +482,7 @@ mod tests {
                 backlog: 511,
                 syn_queue: 0,
                 accept_queue: 1,
+                syn_cookies: true,
             }],
             counts,
             you: q.you.map(|y| rows[y.0 as usize - 1].clone()),

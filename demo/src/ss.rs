@@ -112,6 +112,13 @@ pub fn run(args: &SsArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut out = String::new();
     for (i, stack) in stacks.iter().enumerate() {
+        if args.summary {
+            if stacks.len() > 1 {
+                out.push_str(&format!("portlab on {}:\n", stack.device));
+            }
+            out.push_str(&summary(&control::request(&stack.path, "summary tsv")?));
+            continue;
+        }
         let rows = parse(&control::request(&stack.path, "sockets tsv")?);
         // As ss: -t and -u choose protocols (TCP by default); -l listening
         // sockets only (a bound UDP socket counts as listening), -a everything.
@@ -135,6 +142,52 @@ pub fn run(args: &SsArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     crate::output::stdout(&out)?;
     Ok(())
+}
+
+/// `ss -s` for a userspace stack: what the stack counted, and where each
+/// listener's queues stand (from the control socket's `summary tsv`).
+pub fn summary(tsv: &str) -> String {
+    let mut stat = std::collections::HashMap::new();
+    let mut listeners = String::new();
+    for line in tsv.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f[..] {
+            ["stat", name, n] => {
+                stat.insert(name, n);
+            }
+            ["listen", local, syn_q, accept_q, backlog, cookies] => {
+                listeners.push_str(&format!(
+                    "Listening on {local}: SYN queue {syn_q}, accept queue {accept_q} of {backlog}{}\n",
+                    if cookies == "1" {
+                        " - SYN queue full, answering with SYN cookies"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            _ => {}
+        }
+    }
+    let n = |k: &str| stat.get(k).copied().unwrap_or("0");
+    format!(
+        "SYNs: {} received, {} dropped; {} handshakes held (accept queue full); {} resets sent\n\
+         SYN cookies: {} sent, {} validated, {} rejected\n\
+         Sockets: {} created, {} TIME-WAIT reused\n\
+         Packets: {} in, {} out, {} dropped ({} IP fragments)\n{listeners}",
+        n("syns"),
+        n("syns_dropped"),
+        n("handshakes_held"),
+        n("resets_sent"),
+        n("cookies_sent"),
+        n("cookies_validated"),
+        n("cookies_rejected"),
+        n("sockets_created"),
+        n("time_wait_reused"),
+        n("packets_in"),
+        n("packets_out"),
+        n("packets_dropped"),
+        n("fragments_dropped"),
+    )
 }
 
 /// The stacks to show: the one `--control` or `--tun` names, else every
@@ -200,5 +253,21 @@ mod tests {
             lines[2].ends_with("10.203.80.1:51234 #2     conn-2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_summary_names_cookies_and_a_flooded_listener() {
+        let tsv = "stat\tsyns\t99139\nstat\tcookies_sent\t98113\nstat\tcookies_validated\t51\n\
+                   listen\t[::]:80\t1024\t0\t511\t1\nlisten\t[::]:7\t0\t0\t511\t0\n";
+        let s = summary(tsv);
+        assert!(s.contains("SYNs: 99139 received"), "{s}");
+        assert!(
+            s.contains("SYN cookies: 98113 sent, 51 validated, 0 rejected"),
+            "{s}"
+        );
+        assert!(s.contains(
+            "Listening on [::]:80: SYN queue 1024, accept queue 0 of 511 - SYN queue full, answering with SYN cookies"
+        ));
+        assert!(s.contains("Listening on [::]:7: SYN queue 0, accept queue 0 of 511\n"));
     }
 }

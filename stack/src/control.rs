@@ -5,7 +5,8 @@
 //! per connection, a line:
 //!
 //! * `sockets tsv` — the connection table as tab-separated lines (`table::Table::tsv`);
-//! * `sockets json` — the same as one JSON object (`table::Table::json`).
+//! * `sockets json` — the same as one JSON object (`table::Table::json`);
+//! * `summary tsv` — the counters and the listeners' queues (`table::Table::summary_tsv`).
 //!
 //! The path is [`default_path`]: `/run/portlab/<device>-<netns>.sock`, where
 //! `<netns>` is the inode of the network namespace (two stacks in two
@@ -165,6 +166,7 @@ fn serve(listener: &UnixListener, shared: &Shared) {
         let reply = match line.trim() {
             "sockets tsv" => shared.lock().net.table().tsv(),
             "sockets json" => shared.lock().net.table().json() + "\n",
+            "summary tsv" => shared.lock().net.table().summary_tsv(),
             other => format!("error: unknown request '{other}'\n"),
         };
         let _ = conn.write_all(reply.as_bytes());

@@ -242,6 +242,20 @@ pub enum Event {
         quad: Quad,
         /// The listening socket (id and address) whose queue it joined.
         listener: Option<(SocketId, SocketAddr)>,
+        /// Made from the ACK that returned a SYN cookie (see `syncookie`).
+        cookie: bool,
+    },
+    /// A listener's SYN queue overflowed and it answers with SYN cookies
+    /// (`phase` "start"), or it has sent none for a while ("end", with the
+    /// totals): one pair per flood, not one event per cookie.
+    SynFlood {
+        id: SocketId,
+        local: SocketAddr,
+        phase: &'static str,
+        cookies_sent: u64,
+        validated: u64,
+        rejected: u64,
+        duration_ms: u64,
     },
     /// The stack chose a local port for an outbound connection.
     PortChosen {
@@ -335,6 +349,7 @@ impl Event {
             Event::NagleReleased { .. } => "nagle_released",
             Event::RstSent { .. } => "rst_sent",
             Event::SocketCreated { .. } => "socket_created",
+            Event::SynFlood { .. } => "syn_flood",
             Event::PortChosen { .. } => "port_chosen",
             Event::Accepted { .. } => "accepted",
             Event::State { .. } => "state",
@@ -360,6 +375,7 @@ impl Event {
             | Event::UdpClosed { id, .. }
             | Event::UdpFlow { id, .. }
             | Event::Listen { id, .. }
+            | Event::SynFlood { id, .. }
             | Event::ListenClosed { id, .. }
             | Event::SocketCreated { id, .. }
             | Event::Accepted { id, .. }
@@ -474,9 +490,30 @@ impl Record {
                 *held_us as f64 / 1e3
             ),
             Event::RstSent { reason, .. } => format!("reset: {}", reason.as_str()),
-            Event::SocketCreated { listener, .. } => match listener {
+            Event::SocketCreated {
+                listener, cookie, ..
+            } => match listener {
+                Some((lid, l)) if *cookie => {
+                    format!("new socket from listener {lid} ({l}), made from a SYN cookie")
+                }
                 Some((lid, l)) => format!("new socket from listener {lid} ({l})"),
                 None => "new socket for an outbound connection".into(),
+            },
+            Event::SynFlood {
+                local,
+                phase,
+                cookies_sent,
+                validated,
+                rejected,
+                duration_ms,
+                ..
+            } => match *phase {
+                "start" => format!("SYN queue of {local} full: answering with SYN cookies"),
+                _ => format!(
+                    "SYN flood on {local} over after {:.1} s: {cookies_sent} cookies sent, \
+                     {validated} validated, {rejected} rejected",
+                    *duration_ms as f64 / 1e3
+                ),
             },
             Event::PortChosen {
                 algorithm,
@@ -628,13 +665,36 @@ impl Record {
                 o.raw("held_us", &held_us.to_string());
             }
             Event::RstSent { reason, .. } => o.str("reason", reason.as_str()),
-            Event::SocketCreated { listener, .. } => match listener {
-                Some((lid, l)) => {
-                    o.str("listener", &l.to_string());
-                    o.raw("listener_id", &lid.0.to_string());
+            Event::SocketCreated {
+                listener, cookie, ..
+            } => {
+                match listener {
+                    Some((lid, l)) => {
+                        o.str("listener", &l.to_string());
+                        o.raw("listener_id", &lid.0.to_string());
+                    }
+                    None => o.str("origin", "connect"),
                 }
-                None => o.str("origin", "connect"),
-            },
+                if *cookie {
+                    o.raw("cookie", "true");
+                }
+            }
+            Event::SynFlood {
+                local,
+                phase,
+                cookies_sent,
+                validated,
+                rejected,
+                duration_ms,
+                ..
+            } => {
+                o.str("local", &local.to_string());
+                o.str("phase", phase);
+                o.raw("cookies_sent", &cookies_sent.to_string());
+                o.raw("validated", &validated.to_string());
+                o.raw("rejected", &rejected.to_string());
+                o.raw("duration_ms", &duration_ms.to_string());
+            }
             Event::PortChosen {
                 algorithm,
                 tried,
@@ -869,6 +929,7 @@ mod tests {
                 id: SocketId(7),
                 quad: quad(),
                 listener: Some((SocketId(1), "0.0.0.0:80".parse().unwrap())),
+                cookie: false,
             },
             frame: Some(3),
         };

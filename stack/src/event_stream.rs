@@ -333,6 +333,7 @@ mod tests {
                     format!("10.0.0.1:{port}").parse().unwrap(),
                 ),
                 listener: None,
+                cookie: false,
             },
             frame: None,
         }

@@ -35,7 +35,7 @@
 //! * SYN-RECEIVED expires on our own timer (`NetConfig::syn_timeout`) and the
 //!   socket is freed without a reset.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
@@ -56,7 +56,7 @@ use crate::ports::{PortChooser, Purpose, Rejection};
 use crate::quad::{IdMap, Quad, SocketId};
 use crate::segment::{self, Inbound, Number, Segment};
 use crate::story::{Stories, Story};
-use crate::syncookie::{self, KeySource, SynCookies};
+use crate::syncookie::{self, Flood, KeySource, SynCookies};
 use crate::timers::Timers;
 use crate::timewait::{self, TimeWait};
 use crate::udp::Udp;
@@ -90,6 +90,8 @@ enum Owner {
 enum TimerKey {
     Conn(SocketId),
     TimeWait(Quad),
+    /// The end of a listener's SYN flood, once it is quiet.
+    Flood(SocketId),
 }
 
 /// One connection: its own socket in its own one-socket set.
@@ -173,6 +175,8 @@ pub struct NetStack {
     index: TableIndex,
     /// The keys of the SYN cookies sent lately (no state per cookie).
     cookies: SynCookies,
+    /// Listeners answering with cookies now, by listener id.
+    floods: HashMap<SocketId, Flood>,
     listeners: Listeners,
     timers: Timers<TimerKey>,
     tx: VecDeque<Vec<u8>>,
@@ -230,6 +234,7 @@ impl NetStack {
             demux: Demux::default(),
             index: TableIndex::default(),
             cookies: SynCookies::new(KeySource::Os),
+            floods: HashMap::new(),
             listeners,
             timers: Timers::default(),
             tx: VecDeque::new(),
@@ -469,6 +474,7 @@ impl NetStack {
             match key {
                 TimerKey::Conn(id) => self.on_conn_timer(now, id),
                 TimerKey::TimeWait(quad) => self.on_time_wait_timer(now, quad),
+                TimerKey::Flood(listener) => self.on_flood_timer(now, listener),
             }
         }
         self.limiter.flush(now, &mut self.records);
@@ -515,14 +521,51 @@ impl NetStack {
     }
 
     /// Answers a SYN with a cookie: a SYN-ACK and nothing kept.
-    fn send_cookie(&mut self, now: Instant, seg: &Segment) {
+    fn send_cookie(&mut self, now: Instant, seg: &Segment, listener: SocketId, local: SocketAddr) {
         let quad = seg.quad;
         let mss = syncookie::client_mss(&seg.options, quad.local.is_ipv6(), self.cfg.mtu);
         let (cookie, mss) = self.cookies.make(now, &quad, seg.seq, mss);
         let packet = syncookie::syn_ack(&quad, cookie, seg.seq, mss);
-        if !packet.is_empty() {
-            self.stats.cookies_sent += 1;
-            self.transmit(now, packet);
+        if packet.is_empty() {
+            return;
+        }
+        self.stats.cookies_sent += 1;
+        self.transmit(now, packet);
+        // One event when a flood starts and one when it ends, not one per
+        // cookie: a flood is hundreds of thousands of them.
+        let flood = self.floods.entry(listener).or_insert(Flood {
+            local,
+            started: now,
+            last: now,
+            sent: 0,
+            validated: 0,
+            rejected: 0,
+        });
+        flood.sent += 1;
+        flood.last = now;
+        if flood.sent == 1 {
+            self.timers.set(
+                TimerKey::Flood(listener),
+                Some(now + syncookie::FLOOD_QUIET),
+            );
+            self.emit(
+                now,
+                flood_event(listener, &self.floods[&listener], "start", now),
+            );
+        }
+    }
+
+    fn on_flood_timer(&mut self, now: Instant, listener: SocketId) {
+        let Some(flood) = self.floods.get(&listener) else {
+            return;
+        };
+        let over = flood.last + syncookie::FLOOD_QUIET;
+        if now < over {
+            self.timers.set(TimerKey::Flood(listener), Some(over));
+            return;
+        }
+        if let Some(flood) = self.floods.remove(&listener) {
+            self.emit(now, flood_event(listener, &flood, "end", now));
         }
     }
 
@@ -539,8 +582,11 @@ impl NetStack {
             seg.ack_number.wrapping_sub(1),
         );
         let (Some(listener_id), Ok(accepted)) = (listener_id, checked) else {
-            let reason = if listener_id.is_some() {
+            let reason = if let Some(l) = listener_id {
                 self.stats.cookies_rejected += 1;
+                if let Some(f) = self.floods.get_mut(&l) {
+                    f.rejected += 1;
+                }
                 RstReason::NoConnection
             } else {
                 RstReason::NoListener
@@ -562,6 +608,9 @@ impl NetStack {
             return;
         };
         self.stats.cookies_validated += 1;
+        if let Some(f) = self.floods.get_mut(&listener_id) {
+            f.validated += 1;
+        }
         let cookie = seg.ack_number.wrapping_sub(1);
         let (syn, syn_packet) = syncookie::rebuilt_syn(seg, accepted.mss);
         if let Some(id) = self.open_passive(now, listener_id, made, &syn, &syn_packet, Some(cookie))
@@ -612,7 +661,8 @@ impl NetStack {
             syncookie::Mode::Never => false,
         };
         if cookie && !listener.accept_queue_full() {
-            self.send_cookie(now, seg);
+            let local = listener.local;
+            self.send_cookie(now, seg, listener_id, local);
             return;
         }
         // With cookies off, a full SYN queue makes room by evicting its
@@ -727,6 +777,7 @@ impl NetStack {
                 id,
                 quad,
                 listener: Some((listener_id, listener_addr)),
+                cookie: cookie.is_some(),
             },
         );
         self.deliver(now, id, seg, packet);
@@ -1667,6 +1718,7 @@ impl NetStack {
                 id,
                 quad,
                 listener: None,
+                cookie: false,
             },
         );
         self.settle(now, id);
@@ -2163,6 +2215,7 @@ impl NetStack {
                 backlog: l.backlog,
                 syn_queue: l.syn_queue.len(),
                 accept_queue: l.accept_queue.len(),
+                syn_cookies: self.floods.contains_key(&l.id),
             })
             .collect();
         listeners.sort_by_key(|l| (l.local.port(), l.id));
@@ -2204,6 +2257,19 @@ fn time_wait_info(id: SocketId, quad: Quad) -> SocketInfo {
         served_by: None,
         recv_queue: 0,
         send_queue: 0,
+    }
+}
+
+/// A `syn_flood` event for `listener`'s flood.
+fn flood_event(listener: SocketId, f: &Flood, phase: &'static str, now: Instant) -> Event {
+    Event::SynFlood {
+        id: listener,
+        local: f.local,
+        phase,
+        cookies_sent: f.sent,
+        validated: f.validated,
+        rejected: f.rejected,
+        duration_ms: (now - f.started).total_millis(),
     }
 }
 

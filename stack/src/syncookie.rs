@@ -74,6 +74,21 @@ pub enum Mode {
     Never,
 }
 
+/// A listener's flood, from its first cookie to a quiet [`FLOOD_QUIET`]
+/// after its last: what its `syn_flood` events report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flood {
+    pub local: std::net::SocketAddr,
+    pub started: Instant,
+    pub last: Instant,
+    pub sent: u64,
+    pub validated: u64,
+    pub rejected: u64,
+}
+
+/// How long a listener sends no cookie before its flood is over.
+pub const FLOOD_QUIET: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(2);
+
 /// Where the keys come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySource {

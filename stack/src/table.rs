@@ -40,17 +40,42 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Every counter by its name in the JSON (`"stats"`), in order.
+    pub fn fields(&self) -> [(&'static str, u64); 16] {
+        [
+            ("syns", self.syns),
+            ("syns_dropped", self.syns_dropped),
+            ("handshakes_held", self.handshakes_held),
+            ("resets_sent", self.resets_sent),
+            ("sockets_created", self.sockets_created),
+            ("time_wait_reused", self.time_wait_reused),
+            ("packets_in", self.packets_in),
+            ("packets_out", self.packets_out),
+            ("packets_dropped", self.packets_dropped),
+            ("pings", self.pings),
+            ("datagrams_in", self.datagrams_in),
+            ("port_unreachable", self.port_unreachable),
+            ("cookies_sent", self.cookies_sent),
+            ("cookies_validated", self.cookies_validated),
+            ("cookies_rejected", self.cookies_rejected),
+            ("fragments_dropped", self.fragments_dropped),
+        ]
+    }
+
     /// The counters a page shows, in a sentence.
     pub fn summary(&self) -> String {
         format!(
             "SYNs seen {}, dropped {}, handshakes held {}, resets sent {}, sockets created {}, \
-             TIME-WAIT reused {}",
+             TIME-WAIT reused {}, SYN cookies sent {} (validated {}, rejected {})",
             self.syns,
             self.syns_dropped,
             self.handshakes_held,
             self.resets_sent,
             self.sockets_created,
-            self.time_wait_reused
+            self.time_wait_reused,
+            self.cookies_sent,
+            self.cookies_validated,
+            self.cookies_rejected
         )
     }
 }
@@ -85,6 +110,8 @@ pub struct ListenerInfo {
     pub backlog: usize,
     pub syn_queue: usize,
     pub accept_queue: usize,
+    /// Answering SYNs with SYN cookies now (its SYN queue overflowed).
+    pub syn_cookies: bool,
 }
 
 /// A snapshot of every socket: the live connection table.
@@ -112,6 +139,28 @@ impl Table {
         sockets_json(o, &self.sockets);
         o.push(',');
         stats_json(o, &self.stats);
+    }
+
+    /// What `portlab ss -s` shows: a `stat\tname\tvalue` line per counter
+    /// ([`Stats::fields`]), then a `listen\tlocal\tsyn_queue\taccept_queue\tbacklog\tcookies`
+    /// line per listener (cookies: `1` while it answers with SYN cookies).
+    pub fn summary_tsv(&self) -> String {
+        let mut o = String::new();
+        for (name, n) in self.stats.fields() {
+            let _ = writeln!(o, "stat\t{name}\t{n}");
+        }
+        for l in &self.listeners {
+            let _ = writeln!(
+                o,
+                "listen\t{}\t{}\t{}\t{}\t{}",
+                l.local,
+                l.syn_queue,
+                l.accept_queue,
+                l.backlog,
+                u8::from(l.syn_cookies)
+            );
+        }
+        o
     }
 
     /// One line per listener and socket, tab-separated:
@@ -563,8 +612,8 @@ fn listeners_json(o: &mut String, listeners: &[ListenerInfo]) {
         push_json_string(o, &l.local.to_string());
         let _ = write!(
             o,
-            ",\"reuse\":{},\"backlog\":{},\"syn_queue\":{},\"accept_queue\":{}}}",
-            l.reuse, l.backlog, l.syn_queue, l.accept_queue
+            ",\"reuse\":{},\"backlog\":{},\"syn_queue\":{},\"accept_queue\":{},\"syn_cookies\":{}}}",
+            l.reuse, l.backlog, l.syn_queue, l.accept_queue, l.syn_cookies
         );
     }
     o.push(']');
@@ -614,29 +663,11 @@ impl SocketInfo {
 }
 
 fn stats_json(o: &mut String, st: &Stats) {
-    let _ = write!(
-        o,
-        "\"stats\":{{\"syns\":{},\"syns_dropped\":{},\"handshakes_held\":{},\
-         \"resets_sent\":{},\"sockets_created\":{},\"time_wait_reused\":{},\
-         \"packets_in\":{},\"packets_out\":{},\"packets_dropped\":{},\"pings\":{},\
-         \"datagrams_in\":{},\"port_unreachable\":{},\"cookies_sent\":{},\
-         \"cookies_validated\":{},\"cookies_rejected\":{}}}",
-        st.syns,
-        st.syns_dropped,
-        st.handshakes_held,
-        st.resets_sent,
-        st.sockets_created,
-        st.time_wait_reused,
-        st.packets_in,
-        st.packets_out,
-        st.packets_dropped,
-        st.pings,
-        st.datagrams_in,
-        st.port_unreachable,
-        st.cookies_sent,
-        st.cookies_validated,
-        st.cookies_rejected
-    );
+    o.push_str("\"stats\":{");
+    for (i, (name, n)) in st.fields().iter().enumerate() {
+        let _ = write!(o, "{}\"{name}\":{n}", if i > 0 { "," } else { "" });
+    }
+    o.push('}');
 }
 
 #[cfg(test)]
@@ -653,6 +684,7 @@ mod tests {
                 backlog: 128,
                 syn_queue: 2,
                 accept_queue: 5,
+                syn_cookies: false,
             }],
             sockets: vec![SocketInfo {
                 id: SocketId(2),
