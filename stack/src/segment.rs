@@ -279,6 +279,17 @@ pub fn outbound(packet: &[u8]) -> Option<Outbound> {
     })
 }
 
+/// The TCP part (header and payload) of an IPv4 or IPv6 packet that carries
+/// TCP, for rewriting in place.
+fn tcp_header_on(packet: &mut [u8]) -> Option<&mut [u8]> {
+    let header = match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.get(9) == Some(&6) => usize::from(packet[0] & 0x0f) * 4,
+        Some(6) if packet.get(6) == Some(&6) => 40,
+        _ => return None,
+    };
+    packet.get_mut(header..)
+}
+
 /// Puts a lone timestamp option where receivers look for it first.
 ///
 /// smoltcp writes a segment whose only option is the timestamp as
@@ -291,12 +302,7 @@ pub fn outbound(packet: &[u8]) -> Option<Outbound> {
 /// The bytes move by one 16-bit word, so the TCP checksum changes only by
 /// the two no-operations that replace the end-of-list.
 pub fn align_timestamp(packet: &mut [u8]) -> bool {
-    let header = match packet.first().map(|b| b >> 4) {
-        Some(4) if packet.get(9) == Some(&6) => usize::from(packet[0] & 0x0f) * 4,
-        Some(6) if packet.get(6) == Some(&6) => 40,
-        _ => return false,
-    };
-    let Some(tcp) = packet.get_mut(header..) else {
+    let Some(tcp) = tcp_header_on(packet) else {
         return false;
     };
     if tcp.len() < 32 || tcp[12] >> 4 != 8 {
@@ -336,12 +342,7 @@ pub enum Number {
 /// cookie is the ISN the peer knows, the engine chose its own; every
 /// segment crosses between them here.
 pub fn shift_number(packet: &mut [u8], which: Number, delta: u32, partial: bool) -> bool {
-    let header = match packet.first().map(|b| b >> 4) {
-        Some(4) if packet.get(9) == Some(&6) => usize::from(packet[0] & 0x0f) * 4,
-        Some(6) if packet.get(6) == Some(&6) => 40,
-        _ => return false,
-    };
-    let Some(tcp) = packet.get_mut(header..) else {
+    let Some(tcp) = tcp_header_on(packet) else {
         return false;
     };
     if tcp.len() < 20 || (which == Number::Ack && tcp[13] & 0x10 == 0) {
