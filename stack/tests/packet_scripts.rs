@@ -28,6 +28,11 @@ struct Seg {
     has_ack: bool,
     fin: bool,
     rst: bool,
+    /// The window field as sent, before any scaling.
+    window: u16,
+    /// The kinds of the TCP options, in order (2 MSS, 3 window scale, 4
+    /// SACK permitted, 8 timestamps).
+    option_kinds: Vec<u8>,
     payload: Vec<u8>,
 }
 
@@ -102,6 +107,20 @@ impl Lab {
             has_ack: t.ack(),
             fin: t.fin(),
             rst: t.rst(),
+            window: t.window_size(),
+            option_kinds: t
+                .options_iterator()
+                .filter_map(|o| o.ok())
+                .map(|o| match o {
+                    etherparse::TcpOptionElement::Noop => 1,
+                    etherparse::TcpOptionElement::MaximumSegmentSize(_) => 2,
+                    etherparse::TcpOptionElement::WindowScale(_) => 3,
+                    etherparse::TcpOptionElement::SelectiveAcknowledgementPermitted => 4,
+                    etherparse::TcpOptionElement::SelectiveAcknowledgement(..) => 5,
+                    etherparse::TcpOptionElement::Timestamp(..) => 8,
+                })
+                .filter(|&k| k != 1)
+                .collect(),
             payload: t.payload().to_vec(),
         })
     }
@@ -186,6 +205,8 @@ struct Client {
     dst: u16,
     /// Over IPv6 (from CLIENT6 to STACK6).
     v6: bool,
+    /// The window field of every segment it sends.
+    window: u16,
 }
 
 impl Client {
@@ -209,6 +230,7 @@ impl Client {
             ack: 0,
             dst,
             v6: false,
+            window: 64240,
         }
     }
 
@@ -239,9 +261,9 @@ impl Client {
         payload: &[u8],
     ) -> Vec<u8> {
         let b = if self.v6 {
-            PacketBuilder::ipv6(CLIENT6, STACK6, 64).tcp(self.port, self.dst, seq, 64240)
+            PacketBuilder::ipv6(CLIENT6, STACK6, 64).tcp(self.port, self.dst, seq, self.window)
         } else {
-            PacketBuilder::ipv4(CLIENT, STACK, 64).tcp(self.port, self.dst, seq, 64240)
+            PacketBuilder::ipv4(CLIENT, STACK, 64).tcp(self.port, self.dst, seq, self.window)
         };
         let b = f(b);
         let mut v = Vec::new();
@@ -1825,6 +1847,66 @@ fn an_expired_cookie_gets_a_reset() {
     assert!(lab.expect().rst);
     assert_eq!(lab.stack.table().sockets.len(), 0);
     assert_eq!(lab.stack.table().stats.cookies_rejected, 1);
+}
+
+/// A client that offers everything (MSS 1460, window scale 7, SACK) to a
+/// listener with a 256 KiB receive buffer, with cookies in `mode`: the
+/// SYN-ACK, and the connection once the client's ACK (window field 1000)
+/// returns.
+fn offered_everything(mode: Mode) -> (Lab, Client, Seg, SocketId) {
+    let mut lab = Lab::with(|c| {
+        c.syn_cookies = mode;
+        c.rx_buffer = 256 * 1024;
+    });
+    lab.listen(80, 16);
+    let mut c = Client::new(50010);
+    let offer = [
+        etherparse::TcpOptionElement::MaximumSegmentSize(1460),
+        etherparse::TcpOptionElement::WindowScale(7),
+        etherparse::TcpOptionElement::SelectiveAcknowledgementPermitted,
+    ];
+    lab.send(c.build(|b| b.syn().options(&offer).unwrap(), c.isn, &[]));
+    let synack = lab.expect();
+    assert!(synack.syn && synack.has_ack, "{synack:?}");
+    c.established(synack.seq);
+    c.window = 1000;
+    lab.send(c.ack());
+    let (id, _) = lab.accept();
+    (lab, c, synack, id)
+}
+
+/// What a cookie connection loses (README, "SYN cookies"): a cookie has
+/// room for the MSS and nothing else, so the SYN-ACK offers no window scale
+/// and no SACK, and both sides' windows are read unscaled: the client's
+/// 1000 is 1000 bytes (scaled by 7 it would be 128,000), and the stack
+/// advertises at most 65,535 of its 256 KiB.
+#[test]
+fn a_cookie_connection_has_no_window_scale_and_no_sack() {
+    let (mut lab, _, synack, id) = offered_everything(Mode::Never);
+    assert!(
+        synack.option_kinds.contains(&3),
+        "without a cookie the SYN-ACK scales: {:?}",
+        synack.option_kinds
+    );
+    lab.stack.send(lab.now, id, &[b'x'; 5000]).unwrap();
+    lab.settle();
+    let mut sent = 0;
+    while let Some(s) = lab.recv() {
+        sent += s.payload.len();
+    }
+    assert_eq!(sent, 5000, "a window of 1000 << 7 takes it all");
+
+    let (mut lab, _, synack, id) = offered_everything(Mode::Always);
+    assert_eq!(synack.option_kinds, [2], "the cookie's SYN-ACK: MSS only");
+    assert_eq!(lab.stack.table().stats.cookies_validated, 1);
+    lab.stack.send(lab.now, id, &[b'x'; 5000]).unwrap();
+    lab.settle();
+    let mut sent = 0;
+    while let Some(s) = lab.recv() {
+        assert_eq!(s.window, u16::MAX, "256 KiB offered as 65,535, unscaled");
+        sent += s.payload.len();
+    }
+    assert_eq!(sent, 1000, "the client's window is 1000 bytes, unscaled");
 }
 
 #[test]
