@@ -31,19 +31,10 @@ use smoltcp::socket::tcp::State as TcpState;
 use smoltcp::time::Instant;
 
 use crate::quad::{Quad, SocketId};
+pub use crate::segment::{DropReason, SynOptions};
 
 /// The version of the JSON lines schema.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// The TCP options a client put in its SYN.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SynOptions {
-    pub mss: Option<u16>,
-    pub window_scale: Option<u8>,
-    pub sack_permitted: bool,
-    /// The client's TSval, when it offered timestamps.
-    pub timestamp: Option<u32>,
-}
 
 /// Why a SYN was dropped without an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,45 +92,6 @@ impl RstReason {
             RstReason::Shutdown => "stack shutdown",
             RstReason::OrphanTimeout => "closed socket timed out",
             RstReason::Engine => "rejected by engine",
-        }
-    }
-}
-
-/// Why an incoming packet was dropped before reaching any socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    Malformed,
-    BadChecksum,
-    Fragment,
-    NotForUs,
-    /// An IPv6 packet while IPv6 is off.
-    Ipv6,
-    /// Multicast or broadcast (the kernel's router solicitations and
-    /// multicast listener reports on a new link): counted, not logged.
-    Multicast,
-    /// A segment for a connection still in SYN-RECEIVED was held back
-    /// because the listener's accept queue is full.
-    AcceptQueueFull,
-    /// A reset whose sequence number is not exactly the next one expected
-    /// (RFC 5961 3.2): answered with a challenge ACK instead of closing.
-    InexactReset,
-    /// A SYN on a synchronized connection (RFC 5961 4.2): answered with a
-    /// challenge ACK; the connection stays.
-    SynOnConnection,
-}
-
-impl DropReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Malformed => "malformed",
-            DropReason::BadChecksum => "bad checksum",
-            DropReason::Fragment => "ip fragment",
-            DropReason::NotForUs => "not addressed to the stack",
-            DropReason::Ipv6 => "ipv6 not enabled",
-            DropReason::Multicast => "multicast or broadcast",
-            DropReason::AcceptQueueFull => "accept queue full",
-            DropReason::InexactReset => "reset not at the expected sequence number",
-            DropReason::SynOnConnection => "syn on an established connection",
         }
     }
 }

@@ -38,46 +38,7 @@ use std::net::SocketAddr;
 use smoltcp::time::Instant;
 
 use crate::quad::{IdMap, Quad, SocketId};
-use crate::reuseport::PortGroups;
-
-/// Why `listen` failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenError {
-    /// Another socket already listens on this port (and not both opted into
-    /// a reuse-port group).
-    AddrInUse(u16),
-    /// Port 0 cannot be listened on.
-    InvalidPort,
-    /// A listen on port 0 found no free port in the ephemeral range.
-    NoFreePort,
-}
-
-impl std::fmt::Display for ListenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ListenError::AddrInUse(p) => write!(
-                f,
-                "address in use: another socket already listens on port {p} \
-                 (one listener per port, unless every listener joins a reuse-port group)"
-            ),
-            ListenError::InvalidPort => write!(f, "cannot listen on port 0"),
-            ListenError::NoFreePort => write!(f, "no free port in the ephemeral range"),
-        }
-    }
-}
-
-impl std::error::Error for ListenError {}
-
-impl From<ListenError> for std::io::Error {
-    fn from(e: ListenError) -> std::io::Error {
-        let kind = match e {
-            ListenError::AddrInUse(_) => std::io::ErrorKind::AddrInUse,
-            ListenError::InvalidPort => std::io::ErrorKind::InvalidInput,
-            ListenError::NoFreePort => std::io::ErrorKind::AddrNotAvailable,
-        };
-        std::io::Error::new(kind, e)
-    }
-}
+use crate::reuseport::{ListenError, PortGroups};
 
 #[derive(Debug)]
 pub struct Listener {

@@ -71,7 +71,7 @@ pub enum Ready {
     Sink(SocketId),
 }
 
-pub use crate::listener::ListenError;
+pub use crate::reuseport::ListenError;
 
 use crate::table::{self, TableIndex};
 pub use crate::table::{ListenerInfo, Query, SocketInfo, Stats, Table, TablePage};

@@ -25,9 +25,8 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 
-use crate::listener::ListenError;
 use crate::quad::{IdMap, Quad, SocketId};
-use crate::reuseport::PortGroups;
+use crate::reuseport::{ListenError, PortGroups};
 
 /// ICMP port unreachable messages per second, at most.
 pub const UNREACHABLE_PER_SECOND: u32 = 100;
