@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use portlab::api::net::{DEFAULT_TUN, StackConfig, random_seed};
 use portlab::config::{DeviceConfig, NetConfig, Overflow};
-use portlab::net::{DEFAULT_TUN, StackConfig, random_seed};
-use portlab::ports::{Algorithm, PortRange};
+use portlab::transport::ports::{Algorithm, PortRange};
 
 use crate::models::Model;
 
@@ -589,7 +589,7 @@ impl DeviceArgs {
             events,
             pcap,
             control: self.control.clone(),
-            faults: portlab::faults::FaultConfig {
+            faults: portlab::device::faults::FaultConfig {
                 drop: self.drop.clamp(0.0, 100.0),
                 duplicate: self.duplicate.clamp(0.0, 100.0),
                 reorder: self.reorder.clamp(0.0, 100.0),
@@ -609,9 +609,9 @@ impl ServeArgs {
         };
         c.net.syn_queue_cap = self.syn_queue.max(1);
         c.net.syn_cookies = match self.syn_cookies {
-            SynCookiesArg::Auto => portlab::syncookie::Mode::Auto,
-            SynCookiesArg::Always => portlab::syncookie::Mode::Always,
-            SynCookiesArg::Never => portlab::syncookie::Mode::Never,
+            SynCookiesArg::Auto => portlab::transport::syncookie::Mode::Auto,
+            SynCookiesArg::Always => portlab::transport::syncookie::Mode::Always,
+            SynCookiesArg::Never => portlab::transport::syncookie::Mode::Never,
         };
         c.net.max_sockets = self.max_sockets.max(1);
         c.net.nagle = match self.nagle {

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 
-use portlab::net::Stack;
+use portlab::api::net::Stack;
 
 use crate::cli::ConnectArgs;
 
@@ -151,7 +151,7 @@ fn one(stack: &Stack, target: &Target, local_port: Option<u16>, barrier: &Barrie
 
 /// Sends a GET and returns the response's status line.
 fn http_get(
-    stream: &mut portlab::net::TcpStream,
+    stream: &mut portlab::api::net::TcpStream,
     host: SocketAddr,
     path: &str,
 ) -> std::io::Result<String> {

@@ -1,7 +1,7 @@
 //! The `event-loop` serving model: one thread, every connection.
 //!
 //! The listener and every stream are non-blocking and registered with one
-//! `portlab::net::Poller`. The loop sleeps in `poll` until some socket is ready, accepts
+//! `portlab::api::net::Poller`. The loop sleeps in `poll` until some socket is ready, accepts
 //! what the listener has, reads what each readable stream has, answers every
 //! complete request, and writes as much as each stream takes — never waiting
 //! on any one connection. Per-connection deadlines (the header timeout) are
@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
-use portlab::net::{Interest, PollEvent, Stack, TcpListener, TcpStream};
+use portlab::api::net::{Interest, PollEvent, Stack, TcpListener, TcpStream};
 
 use crate::http::{self, MAX_BODY, Response};
 use crate::serve::{Server, respond};
@@ -32,8 +32,8 @@ struct Conn {
     /// A request for the event stream: the connection leaves the loop for
     /// a thread of its own (see `sse`).
     handoff: Option<(
-        std::sync::Arc<portlab::net::Stack>,
-        portlab::event_stream::EventFilter,
+        std::sync::Arc<portlab::api::net::Stack>,
+        portlab::observe::event_stream::EventFilter,
     )>,
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::info;
-use portlab::net::{Stack, TcpListener};
+use portlab::api::net::{Stack, TcpListener};
 
 use crate::cli::ListenArgs;
 

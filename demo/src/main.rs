@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use portlab::net::Stack;
+use portlab::api::net::Stack;
 
 use cli::{Cli, Command};
 

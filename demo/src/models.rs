@@ -26,7 +26,7 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use log::{info, warn};
 use portlab::Event;
-use portlab::net::{Stack, TcpListener, TcpStream};
+use portlab::api::net::{Stack, TcpListener, TcpStream};
 
 use crate::cli::ServeArgs;
 use crate::serve::{Server, serve_connection};

@@ -11,9 +11,9 @@
 use std::fmt::Write as _;
 
 use portlab::Quad;
-use portlab::event::push_json_string;
-use portlab::event_stream::StreamCounts;
-use portlab::table::{Query, Remote, STATES, SocketInfo, TablePage};
+use portlab::observe::event::push_json_string;
+use portlab::observe::event_stream::StreamCounts;
+use portlab::observe::table::{Query, Remote, STATES, SocketInfo, TablePage};
 
 use crate::query;
 
@@ -439,8 +439,8 @@ fn push_addr(o: &mut String, a: &std::net::SocketAddr) {
 mod tests {
     use super::*;
     use portlab::SocketId;
-    use portlab::netstack::ListenerInfo;
-    use portlab::table::{TableIndex, TcpState as State};
+    use portlab::engine::netstack::ListenerInfo;
+    use portlab::observe::table::{TableIndex, TcpState as State};
 
     fn row(id: u64, p: u16, state: &'static str, owner: &'static str) -> SocketInfo {
         SocketInfo {

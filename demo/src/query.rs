@@ -18,8 +18,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use portlab::event_stream::EventFilter;
-use portlab::table::{Query, Remote, STATES, state_named};
+use portlab::observe::event_stream::EventFilter;
+use portlab::observe::table::{Query, Remote, STATES, state_named};
 
 /// The parameters a query may have.
 pub const PARAMS: [&str; 5] = ["state", "port", "remote", "limit", "offset"];

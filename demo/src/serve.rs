@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use portlab::net::Stack;
+use portlab::api::net::Stack;
 
 use crate::http::{self, HttpError, Request, Response};
 use crate::page::View;
@@ -236,7 +236,7 @@ pub fn respond(server: &Server, stream: &impl Stream, req: &Request) -> Vec<u8> 
 pub fn event_stream(
     server: &Server,
     req: &Request,
-) -> Option<(Arc<Stack>, portlab::event_stream::EventFilter)> {
+) -> Option<(Arc<Stack>, portlab::observe::event_stream::EventFilter)> {
     let (path, qs) = req.target.split_once('?').unwrap_or((&req.target, ""));
     if path != "/events" || req.method != "GET" {
         return None;

@@ -7,7 +7,7 @@
 //! peer. Two columns `ss` cannot have: the stack's socket id and the thread
 //! that serves the connection.
 
-use portlab::control;
+use portlab::api::control;
 
 use crate::cli::SsArgs;
 
@@ -25,7 +25,7 @@ pub struct Row {
     pub thread: String,
 }
 
-/// Parses the tab-separated table (see `portlab::table::Table::tsv`).
+/// Parses the tab-separated table (see `portlab::observe::table::Table::tsv`).
 pub fn parse(tsv: &str) -> Vec<Row> {
     tsv.lines()
         .filter_map(|line| {

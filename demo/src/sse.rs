@@ -19,8 +19,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portlab::event_stream::{Ended, EventFilter};
-use portlab::net::Stack;
+use portlab::api::net::Stack;
+use portlab::observe::event_stream::{Ended, EventFilter};
 
 use crate::serve::Active;
 use crate::stream::Stream;

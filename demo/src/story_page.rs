@@ -5,8 +5,8 @@
 
 use std::fmt::Write as _;
 
-use portlab::event::{Closer, Event};
-use portlab::story::{SegmentNote, Story};
+use portlab::observe::event::{Closer, Event};
+use portlab::observe::story::{SegmentNote, Story};
 
 use crate::page::{CSS, html_escape};
 
@@ -182,7 +182,7 @@ pub fn html(story: &Story) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portlab::event::SynOptions;
+    use portlab::observe::event::SynOptions;
     use portlab::time::Instant;
 
     fn seg(inbound: bool, syn: bool, ack: bool, seq: u32, ack_number: u32) -> SegmentNote {
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn labels_show_relative_and_absolute_numbers() {
-        let mut story = portlab::story::Stories::default();
+        let mut story = portlab::observe::story::Stories::default();
         let quad = portlab::Quad::new(
             "10.203.80.2:80".parse().unwrap(),
             "10.203.80.1:5000".parse().unwrap(),
@@ -227,7 +227,7 @@ mod tests {
     /// timeline renders the event's human line.
     #[test]
     fn who_closed_first_comes_from_the_closed_event() {
-        let mut stories = portlab::story::Stories::default();
+        let mut stories = portlab::observe::story::Stories::default();
         let id = portlab::SocketId(4);
         let quad = portlab::Quad::new(
             "10.203.80.2:80".parse().unwrap(),

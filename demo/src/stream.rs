@@ -36,38 +36,38 @@ pub trait Stream: Send + 'static {
     fn emit(&self, kind: &str, detail: String);
 }
 
-impl Stream for portlab::net::TcpStream {
+impl Stream for portlab::api::net::TcpStream {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         Read::read(&mut &*self, buf)
     }
     /// Where the bytes arrive, in the stack's runtime: this thread sleeps
     /// until the end (see `TcpStream::sink`).
     fn sink(&self) -> io::Result<u64> {
-        portlab::net::TcpStream::sink(self)
+        portlab::api::net::TcpStream::sink(self)
     }
     fn write_all(&self, data: &[u8]) -> io::Result<()> {
         Write::write_all(&mut &*self, data)
     }
     fn write_all_then_shutdown(&self, data: &[u8]) -> io::Result<()> {
-        portlab::net::TcpStream::write_all_then_shutdown(self, data)
+        portlab::api::net::TcpStream::write_all_then_shutdown(self, data)
     }
     fn set_read_timeout(&self, t: Option<Duration>) {
-        portlab::net::TcpStream::set_read_timeout(self, t)
+        portlab::api::net::TcpStream::set_read_timeout(self, t)
     }
     fn set_write_timeout(&self, t: Option<Duration>) {
-        portlab::net::TcpStream::set_write_timeout(self, t)
+        portlab::api::net::TcpStream::set_write_timeout(self, t)
     }
     fn set_nodelay(&self, on: bool) {
-        let _ = portlab::net::TcpStream::set_nodelay(self, on);
+        let _ = portlab::api::net::TcpStream::set_nodelay(self, on);
     }
     fn quad(&self) -> Quad {
-        portlab::net::TcpStream::quad(self)
+        portlab::api::net::TcpStream::quad(self)
     }
     fn number(&self) -> u64 {
         self.id().0
     }
     fn emit(&self, kind: &str, detail: String) {
-        portlab::net::TcpStream::emit(self, kind, detail)
+        portlab::api::net::TcpStream::emit(self, kind, detail)
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use log::warn;
 use portlab::Event;
-use portlab::net::{Stack, UdpSocket};
+use portlab::api::net::{Stack, UdpSocket};
 
 /// Binds the readers and starts a thread for each; returns once all are bound.
 pub fn start(

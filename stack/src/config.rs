@@ -3,13 +3,19 @@
 //! [`NetConfig`] is everything the sans-IO core needs (addresses, queue caps,
 //! timers, buffer sizes); [`DeviceConfig`] is what only the TUN device needs.
 //! The binary turns its flags into these; tests build them directly.
+//!
+//! Settings are named by the layer whose idea they configure (Nagle's
+//! rule, the port range, the SYN cookie mode), so this file sits beside
+//! the layers and reads those types.
+//!
+//! May use: transport.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use smoltcp::time::Duration;
 
-pub use crate::nagle::NagleRule;
-use crate::ports::{Algorithm, PortRange};
+pub use crate::transport::nagle::NagleRule;
+use crate::transport::ports::{Algorithm, PortRange};
 
 /// What to do with the ACK that completes a handshake when the accept queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,7 +55,7 @@ pub struct NetConfig {
     pub syn_queue_cap: usize,
     /// When a SYN is answered with a SYN cookie instead of a socket (see
     /// `syncookie`): once the SYN queue is full (the default), always, never.
-    pub syn_cookies: crate::syncookie::Mode,
+    pub syn_cookies: crate::transport::syncookie::Mode,
     /// How long a connection may stay in SYN-RECEIVED.
     pub syn_timeout: Duration,
     /// How long the stack keeps a 4-tuple in TIME-WAIT after closing first.
@@ -97,7 +103,7 @@ impl NetConfig {
             seed: 0,
             overflow: Overflow::Drop,
             syn_queue_cap: 1024,
-            syn_cookies: crate::syncookie::Mode::Auto,
+            syn_cookies: crate::transport::syncookie::Mode::Auto,
             syn_timeout: Duration::from_secs(30),
             time_wait: Duration::from_secs(10),
             // Longer than smoltcp's retransmissions back off to (1 + 2 + 4 + …

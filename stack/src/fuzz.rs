@@ -18,6 +18,8 @@
 //! Asserted after every step: no panic, each SYN queue within its cap, each
 //! accept queue within its backlog, sockets within the limit, and every
 //! packet the stack sends well-formed.
+//!
+//! May use: wire, observe, transport, device, engine, api, config.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown};
@@ -25,8 +27,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, Shutdown};
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use smoltcp::time::{Duration, Instant};
 
-use crate::checksum::fill_checksums;
-use crate::table::Stats;
+use crate::observe::table::Stats;
+use crate::wire::checksum::fill_checksums;
 use crate::{NetConfig, NetStack, SocketId};
 
 /// The stack's addresses in the harnesses.

@@ -57,6 +57,6 @@ fn repaired_checksums_verify() {
     v[11] = 0;
     v[36] ^= 0xff;
     v[37] ^= 0xff;
-    portlab::checksum::fill_checksums(&mut v);
+    portlab::wire::checksum::fill_checksums(&mut v);
     assert_eq!(v, good);
 }

@@ -6,9 +6,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use portlab::event::{Closer, Event, RstReason, SynDropReason};
-use portlab::netstack::{ListenError, Ready};
-use portlab::syncookie::Mode;
+use portlab::engine::netstack::{ListenError, Ready};
+use portlab::observe::event::{Closer, Event, RstReason, SynDropReason};
+use portlab::transport::syncookie::Mode;
 use portlab::{NetConfig, NetStack, Overflow, Quad, SocketId};
 use smoltcp::time::{Duration, Instant};
 
@@ -756,7 +756,8 @@ fn one_local_port_serves_two_remotes_at_once() {
 
 #[test]
 fn chooser_skips_a_taken_four_tuple_but_reuses_the_port_elsewhere() {
-    let mut lab = Lab::with(|c| c.port_algorithm = portlab::ports::Algorithm::Sequential);
+    let mut lab =
+        Lab::with(|c| c.port_algorithm = portlab::transport::ports::Algorithm::Sequential);
     let lo = lab.stack.config().port_range.lo;
     lab.stack.connect(lab.now, remote(8000), Some(lo)).unwrap();
     let (_, q) = lab.stack.connect(lab.now, remote(8000), None).unwrap();
@@ -770,7 +771,7 @@ fn chooser_skips_a_taken_four_tuple_but_reuses_the_port_elsewhere() {
 #[test]
 fn exhausted_port_range_is_addr_not_available() {
     let mut lab = Lab::with(|c| {
-        c.port_range = portlab::ports::PortRange {
+        c.port_range = portlab::transport::ports::PortRange {
             lo: 60000,
             hi: 60001,
         }
@@ -1299,7 +1300,7 @@ fn inexact_reset_gets_a_challenge_ack_and_the_exact_one_closes() {
     assert!(lab.take_events().iter().any(|e| matches!(
         e,
         Event::PacketDropped {
-            reason: portlab::event::DropReason::InexactReset,
+            reason: portlab::observe::event::DropReason::InexactReset,
             ..
         }
     )));

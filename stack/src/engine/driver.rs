@@ -23,8 +23,8 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
-use crate::buffers::ConnSockets;
 use crate::config::NetConfig;
+use crate::engine::buffers::ConnSockets;
 
 /// The engine's TSval clock, in milliseconds. smoltcp asks for timestamps
 /// through a plain `fn() -> u32`, so the stack stores the time it was given
@@ -184,7 +184,7 @@ struct Tx<'a>(&'a mut Vec<Vec<u8>>);
 
 impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = crate::packet_pool::take(len);
+        let mut buf = crate::device::packet_pool::take(len);
         let r = f(&mut buf);
         self.0.push(buf);
         r

@@ -30,8 +30,8 @@ use std::net::SocketAddr;
 use smoltcp::socket::tcp::State as TcpState;
 use smoltcp::time::Instant;
 
-use crate::quad::{Quad, SocketId};
-pub use crate::segment::{DropReason, SynOptions};
+use crate::wire::quad::{Quad, SocketId};
+pub use crate::wire::segment::{DropReason, SynOptions};
 
 /// The version of the JSON lines schema.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use crate::quad::{Quad, SocketId, flow_hash};
+use crate::wire::quad::{Quad, SocketId, flow_hash};
 
 /// Why `listen` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,9 +45,9 @@ use smoltcp::time::Instant;
 use std::hash::Hasher;
 use std::net::IpAddr;
 
-use crate::event::SynOptions;
-use crate::quad::Quad;
-use crate::segment::Segment;
+use crate::observe::event::SynOptions;
+use crate::wire::quad::Quad;
+use crate::wire::segment::Segment;
 
 /// Seconds of one step of the time counter (Linux: 60, as jiffies/HZ/60).
 pub const PERIOD_SECS: u64 = 64;

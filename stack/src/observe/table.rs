@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 /// The engine's TCP states, as the index takes them.
 pub use smoltcp::socket::tcp::State as TcpState;
 
-use crate::event::push_json_string;
-use crate::quad::{Quad, SocketId};
+use crate::observe::event::push_json_string;
+use crate::wire::quad::{Quad, SocketId};
 
 /// Counters, for the connection table and the closing note of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

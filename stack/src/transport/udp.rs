@@ -25,8 +25,8 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 
-use crate::quad::{IdMap, Quad, SocketId};
-use crate::reuseport::{ListenError, PortGroups};
+use crate::transport::reuseport::{ListenError, PortGroups};
+use crate::wire::quad::{IdMap, Quad, SocketId};
 
 /// ICMP port unreachable messages per second, at most.
 pub const UNREACHABLE_PER_SECOND: u32 = 100;

@@ -24,7 +24,7 @@
 //! engine takes a segment of any length that fits its window, so one pass
 //! through the demux and the engine stands for dozens of segments.
 
-use crate::checksum::{fold, ones_sum, write_checksum};
+use crate::wire::checksum::{fold, ones_sum, write_checksum};
 
 /// The size of `struct virtio_net_hdr` (without `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;
@@ -318,7 +318,7 @@ mod tests {
     /// length.
     #[test]
     fn a_merged_packet_from_the_kernel_is_completed_into_one_segment() {
-        use crate::segment::{Inbound, Local, classify};
+        use crate::wire::segment::{Inbound, Local, classify};
         let q: Vec<_> = (0..3)
             .map(|i| seg(1000 + i * 1448, 1448, false, 5000))
             .collect();

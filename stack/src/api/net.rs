@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! use std::io::{Read, Write};
-//! use portlab::net::{Stack, StackConfig};
+//! use portlab::api::net::{Stack, StackConfig};
 //!
 //! let stack = Stack::start(StackConfig::default()).expect("start the stack");
 //! let listener = stack.listen(80, 128).expect("listen");
@@ -31,14 +31,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::api::control::ControlServer;
+use crate::api::runtime::{self, Clock, EventSink, Inner, Shared, Sleepers};
 use crate::config::{DeviceConfig, NetConfig};
-use crate::control::ControlServer;
-use crate::device::{DeviceError, TunDevice};
-use crate::event::Event;
-use crate::netstack::{NetStack, Ready, Table};
-use crate::pcap::PcapWriter;
-use crate::quad::{Quad, SocketId};
-use crate::runtime::{self, Clock, EventSink, Inner, Shared, Sleepers};
+use crate::device::pcap::PcapWriter;
+use crate::device::tun::{DeviceError, TunDevice};
+use crate::engine::netstack::{NetStack, Ready, Table};
+use crate::observe::event::Event;
+use crate::wire::quad::{Quad, SocketId};
 
 /// Everything needed to start a stack.
 pub struct StackConfig {
@@ -51,7 +51,7 @@ pub struct StackConfig {
     /// The control socket's path (`None`: the default, see `control`).
     pub control: Option<std::path::PathBuf>,
     /// A lossy link in the device layer (none by default).
-    pub faults: crate::faults::FaultConfig,
+    pub faults: crate::device::faults::FaultConfig,
 }
 
 /// The default lab prefix: unlikely to clash with home or office networks.
@@ -173,7 +173,7 @@ impl Stack {
         let control_path = config
             .control
             .clone()
-            .unwrap_or_else(|| crate::control::default_path(&device_name));
+            .unwrap_or_else(|| crate::api::control::default_path(&device_name));
         let control = ControlServer::start(&control_path, shared.clone()).map_err(|e| {
             StartError::Io(io::Error::new(
                 e.kind(),
@@ -384,7 +384,7 @@ impl Stack {
     }
 
     /// The story of socket `id` (live or recently closed).
-    pub fn story(&self, id: SocketId) -> Option<crate::story::Story> {
+    pub fn story(&self, id: SocketId) -> Option<crate::observe::story::Story> {
         self.shared.lock().net.story(id).cloned()
     }
 
@@ -394,22 +394,22 @@ impl Stack {
     }
 
     /// A stream of the events that pass `filter`, from now on (see
-    /// [`crate::event_stream`]).
+    /// [`crate::observe::event_stream`]).
     pub fn subscribe(
         &self,
-        filter: crate::event_stream::EventFilter,
-    ) -> crate::event_stream::Subscription {
+        filter: crate::observe::event_stream::EventFilter,
+    ) -> crate::observe::event_stream::Subscription {
         self.shared.streams.subscribe(filter)
     }
 
     /// How many event streams there were.
-    pub fn event_streams(&self) -> crate::event_stream::StreamCounts {
+    pub fn event_streams(&self) -> crate::observe::event_stream::StreamCounts {
         self.shared.streams.counts()
     }
 
     /// A page of the table: counts of every row, the visitor's own row,
-    /// and the rows the query asks for (see [`crate::table::Query`]).
-    pub fn table_page(&self, q: &crate::table::Query) -> crate::table::TablePage {
+    /// and the rows the query asks for (see [`crate::observe::table::Query`]).
+    pub fn table_page(&self, q: &crate::observe::table::Query) -> crate::observe::table::TablePage {
         self.shared.lock().net.table_page(q)
     }
 
@@ -616,7 +616,7 @@ impl TcpStream {
     /// `TCP_NODELAY`, as `std::net::TcpStream::set_nodelay`: with `true`,
     /// Nagle's algorithm is off and a partial segment never waits for the
     /// peer's acknowledgement. Off by default: Minshall's rule, as in Linux
-    /// (see [`crate::nagle`]).
+    /// (see [`crate::transport::nagle`]).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         let id = self.id;
         self.call(|net, now| net.set_nodelay(now, id, nodelay))

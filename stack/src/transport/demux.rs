@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use crate::quad::{Quad, SocketId};
-use crate::timewait::TimeWait;
+use crate::transport::timewait::TimeWait;
+use crate::wire::quad::{Quad, SocketId};
 
 /// What a 4-tuple maps to.
 #[derive(Debug)]

@@ -37,8 +37,8 @@ use std::net::SocketAddr;
 
 use smoltcp::time::Instant;
 
-use crate::quad::{IdMap, Quad, SocketId};
-use crate::reuseport::{ListenError, PortGroups};
+use crate::transport::reuseport::{ListenError, PortGroups};
+use crate::wire::quad::{IdMap, Quad, SocketId};
 
 #[derive(Debug)]
 pub struct Listener {

@@ -30,8 +30,8 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::event::{RateLimiter, Record};
-use crate::table::Remote;
+use crate::observe::event::{RateLimiter, Record};
+use crate::observe::table::Remote;
 
 /// Messages a subscription may hold before it is dropped.
 pub const BOUND: usize = 1024;
@@ -318,8 +318,8 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Event;
-    use crate::quad::{Quad, SocketId};
+    use crate::observe::event::Event;
+    use crate::wire::quad::{Quad, SocketId};
     use smoltcp::time::Instant;
 
     /// A new socket, `id` hundredths of a second in: as fast as a stream's rate.

@@ -17,8 +17,8 @@
 
 use smoltcp::time::Instant;
 
-use crate::quad::SocketId;
-use crate::segment::{Segment, seq_after};
+use crate::wire::quad::SocketId;
+use crate::wire::segment::{Segment, seq_after};
 
 #[derive(Debug, Clone)]
 pub struct TimeWait {
@@ -86,8 +86,8 @@ impl TimeWait {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::SynOptions;
-    use crate::quad::Quad;
+    use crate::observe::event::SynOptions;
+    use crate::wire::quad::Quad;
 
     fn record() -> TimeWait {
         TimeWait {

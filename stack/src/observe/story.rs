@@ -14,9 +14,9 @@ use std::collections::VecDeque;
 
 use smoltcp::time::Instant;
 
-use crate::event::{Record, SynOptions};
-use crate::quad::{IdMap, Quad, SocketId};
-use crate::segment::Segment;
+use crate::observe::event::{Record, SynOptions};
+use crate::wire::quad::{IdMap, Quad, SocketId};
+use crate::wire::segment::Segment;
 
 pub const MAX_SEGMENTS: usize = 32;
 pub const MAX_EVENTS: usize = 64;

@@ -24,14 +24,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smoltcp::time::Instant;
 
-use crate::device::TunDevice;
+use crate::device::faults::{FaultConfig, Faults};
 use crate::device::packet_io::PacketIo;
-use crate::event::Record;
-use crate::event_stream::Streams;
-use crate::faults::{FaultConfig, Faults};
-use crate::netstack::{Captured, NetStack, Ready};
-use crate::pcap::PcapWriter;
-use crate::quad::IdMap;
+use crate::device::pcap::PcapWriter;
+use crate::device::tun::TunDevice;
+use crate::engine::netstack::{Captured, NetStack, Ready};
+use crate::observe::event::Record;
+use crate::observe::event_stream::Streams;
+use crate::wire::quad::IdMap;
 
 /// The stack's clock: Unix time (so events line up with packet captures),
 /// advancing monotonically from the moment the stack started.

@@ -45,22 +45,24 @@ use smoltcp::socket::tcp::{self, State as TcpState};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
-use crate::buffers::ConnSockets;
 use crate::config::{NetConfig, Overflow, SOMAXCONN};
-use crate::demux::{Demux, Slot};
-use crate::engine::Engine;
-use crate::event::{Closer, DropReason, Event, RateLimiter, Record, RstReason, SynDropReason};
-use crate::listener::{Listener, Listeners};
-use crate::nagle::{self, Nagle};
-use crate::ports::{PortChooser, Purpose, Rejection};
-use crate::quad::{IdMap, Quad, SocketId};
-use crate::segment::{self, Inbound, Number, Segment};
-use crate::story::{Stories, Story};
-use crate::syncookie::{self, Flood, KeySource, SynCookies};
-use crate::timers::Timers;
-use crate::timewait::{self, TimeWait};
-use crate::udp::Udp;
-use crate::window::RecvWindow;
+use crate::engine::buffers::ConnSockets;
+use crate::engine::driver::Engine;
+use crate::engine::timers::Timers;
+use crate::observe::event::{
+    Closer, DropReason, Event, RateLimiter, Record, RstReason, SynDropReason,
+};
+use crate::observe::story::{Stories, Story};
+use crate::transport::demux::{Demux, Slot};
+use crate::transport::listener::{Listener, Listeners};
+use crate::transport::nagle::{self, Nagle};
+use crate::transport::ports::{PortChooser, Purpose, Rejection};
+use crate::transport::syncookie::{self, Flood, KeySource, SynCookies};
+use crate::transport::timewait::{self, TimeWait};
+use crate::transport::udp::Udp;
+use crate::transport::window::RecvWindow;
+use crate::wire::quad::{IdMap, Quad, SocketId};
+use crate::wire::segment::{self, Inbound, Number, Segment};
 
 /// Something whose readiness may have changed: wake whoever waits on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,10 +73,10 @@ pub enum Ready {
     Sink(SocketId),
 }
 
-pub use crate::reuseport::ListenError;
+pub use crate::transport::reuseport::ListenError;
 
-use crate::table::{self, TableIndex};
-pub use crate::table::{ListenerInfo, Query, SocketInfo, Stats, Table, TablePage};
+use crate::observe::table::{self, TableIndex};
+pub use crate::observe::table::{ListenerInfo, Query, SocketInfo, Stats, Table, TablePage};
 
 /// Who holds a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1462,7 +1464,7 @@ impl NetStack {
     }
 
     /// The `port_chosen` event for a choice of the port chooser.
-    fn port_chosen(&self, quad: Quad, choice: &crate::ports::Choice) -> Event {
+    fn port_chosen(&self, quad: Quad, choice: &crate::transport::ports::Choice) -> Event {
         Event::PortChosen {
             quad,
             algorithm: self.cfg.port_algorithm.as_str(),
@@ -2284,7 +2286,7 @@ fn engine_view(p: &[u8], shift: u32) -> std::borrow::Cow<'_, [u8]> {
     v.into()
 }
 
-fn udp_info(u: &crate::udp::UdpSock) -> SocketInfo {
+fn udp_info(u: &crate::transport::udp::UdpSock) -> SocketInfo {
     let unspecified = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
     SocketInfo {
         id: u.id,

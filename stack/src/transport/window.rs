@@ -28,8 +28,8 @@
 //! sequence numbers accepted grow by one window-scale unit and no more, so a
 //! blind attacker's odds of injecting an ACK stay what they were.
 
-use crate::checksum::fill_checksums;
-use crate::segment::{Outbound, Segment};
+use crate::wire::checksum::fill_checksums;
+use crate::wire::segment::{Outbound, Segment};
 
 /// What the stack last advertised to one peer.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +159,7 @@ fn pure_ack(packet: &[u8], seq: u32) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::{Inbound, Local, classify};
+    use crate::wire::segment::{Inbound, Local, classify};
     use etherparse::PacketBuilder;
 
     const STACK: [u8; 4] = [10, 0, 0, 2];

@@ -17,8 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use etherparse::{IpNumber, Ipv4Slice, Ipv6Slice, TcpOptionElement, TcpSlice};
 
-use crate::checksum::{fold, internet_checksum, tcp_checksum_ok};
-use crate::quad::Quad;
+use crate::wire::checksum::{fold, internet_checksum, tcp_checksum_ok};
+use crate::wire::quad::Quad;
 
 /// The TCP options a client put in its SYN.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::runtime::Shared;
+use crate::api::runtime::Shared;
 
 /// The directory for control sockets: `/run/portlab` as root, else a
 /// per-user directory under the runtime or temporary directory.

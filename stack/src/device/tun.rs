@@ -9,7 +9,7 @@
 //! configures it in-process with ioctls — the kernel side's address and
 //! netmask, the MTU, the transmit queue length, and the link up — so that a
 //! binary given `cap_net_admin` with `setcap` works without running `ip`.
-//! It is the only code that touches the descriptor; [`packet_io`] is how the
+//! It is the only code that touches the descriptor; [`packet_io`](super::packet_io) is how the
 //! runtime thread waits for packets and moves them in batches.
 //!
 //! Every failure a user can meet here has its own [`DeviceError`] that says
@@ -24,9 +24,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use tun_tap::{Iface, Mode};
 
 use crate::config::{DeviceConfig, NetConfig, prefix_mask};
-use crate::gso;
-
-pub mod packet_io;
+use crate::device::{gso, writer};
 
 /// Why the device could not be set up.
 #[derive(Debug)]
@@ -107,11 +105,11 @@ pub struct TunDevice {
     fd: Descriptor,
     host_addr: Ipv4Addr,
     /// Whether the runtime may move packets through io_uring (see [`packet_io`]).
-    uring: bool,
+    pub(super) uring: bool,
 }
 
 /// How the device was opened: by tun-tap (plain packets), or by us with
-/// `IFF_VNET_HDR` for segmentation offload (see [`crate::gso`]).
+/// `IFF_VNET_HDR` for segmentation offload (see [`crate::device::gso`]).
 enum Descriptor {
     Plain(Iface),
     Vnet { fd: OwnedFd, name: String },
@@ -175,7 +173,7 @@ impl TunDevice {
     }
 
     /// Whether packets are plain, without a virtio-net header.
-    fn is_plain(&self) -> bool {
+    pub(super) fn is_plain(&self) -> bool {
         matches!(self.fd, Descriptor::Plain(_))
     }
 
@@ -201,21 +199,21 @@ impl TunDevice {
     /// segments go out merged, one write each. The kernel drops what its
     /// queue cannot take, like a wire would, so errors are not reported.
     /// From an application thread: a batch goes through the thread's own
-    /// ring (see [`packet_io`]).
+    /// ring (see [`writer`]).
     pub fn send_all(&self, packets: &mut Vec<Vec<u8>>) {
         self.send(packets, self.uring);
     }
 
     /// [`TunDevice::send_all`] with a system call per packet.
-    fn send_each(&self, packets: &mut Vec<Vec<u8>>) {
+    pub(super) fn send_each(&self, packets: &mut Vec<Vec<u8>>) {
         self.send(packets, false);
     }
 
     fn send(&self, packets: &mut Vec<Vec<u8>>, rings: bool) {
         match &self.fd {
             Descriptor::Plain(iface) => {
-                let batched = if rings && packets.len() >= packet_io::WRITER_BATCH {
-                    packet_io::write_batch(iface.as_raw_fd(), packets)
+                let batched = if rings && packets.len() >= writer::WRITER_BATCH {
+                    writer::write_batch(iface.as_raw_fd(), packets)
                 } else {
                     0
                 };
@@ -236,7 +234,7 @@ impl TunDevice {
                 }
             }
         }
-        crate::packet_pool::give_all(packets);
+        crate::device::packet_pool::give_all(packets);
     }
 
     fn configure(&self, dev: &DeviceConfig, net: &NetConfig) -> Result<(), DeviceError> {

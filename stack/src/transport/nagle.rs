@@ -33,7 +33,7 @@
 
 use smoltcp::time::Instant;
 
-use crate::event::SynOptions;
+use crate::observe::event::SynOptions;
 
 /// Which form of Nagle's algorithm a connection without `TCP_NODELAY` uses
 /// (`NetConfig::nagle`, `portlab serve --nagle`).
