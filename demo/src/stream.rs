@@ -13,7 +13,12 @@ use std::time::Duration;
 
 use portlab::Quad;
 
-use crate::inetd::CHUNK;
+/// Reads and writes in chunks this large: as much as a send buffer holds
+/// (portlab's default, 256 KiB), so that one chargen write can fill it, as
+/// smoltcp's own programs fill all free space at once. Measured against
+/// 64 KiB: stack to kernel 4.18 -> 4.44 Gbit/s (and kernel sockets, which
+/// run this same code, 8.53 -> 8.91); kernel to stack unchanged.
+pub const CHUNK: usize = 256 * 1024;
 
 pub trait Stream: Send + 'static {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;

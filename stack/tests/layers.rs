@@ -169,13 +169,18 @@ impl Crate {
             for p in paths(&code, "crate") {
                 used.insert(resolve(&modules, "", &p));
             }
-            let parent = match me.rsplit_once('/') {
-                Some((dir, _)) if !file.ends_with("mod.rs") => dir.to_string(),
-                Some((dir, _)) => dir.rsplit_once('/').map_or("", |d| d.0).to_string(),
-                None => String::new(),
-            };
+            let parent = me.rsplit_once('/').map_or("", |(dir, _)| dir);
             for p in paths(&code, "super") {
-                used.insert(resolve(&modules, &parent, &p));
+                used.insert(resolve(&modules, parent, &p));
+            }
+            // A path through a child module this file declares (`mod x;`,
+            // then `x::f()` or `use x::T`).
+            for child in children(&code) {
+                for p in paths(&code, &child) {
+                    let mut p = p;
+                    p.insert(0, child.clone());
+                    used.insert(resolve(&modules, &me, &p));
+                }
             }
             used.remove("");
             used.remove(&me);
@@ -193,6 +198,20 @@ impl Crate {
     }
 }
 
+/// The modules a file declares: `mod x;` and `pub mod x;`.
+fn children(code: &str) -> Vec<String> {
+    code.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.strip_prefix("pub ").unwrap_or(l);
+            let l = l.strip_prefix("pub(crate) ").unwrap_or(l);
+            l.strip_prefix("mod ")?
+                .strip_suffix(';')
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// The longest module that `path` (relative to `base`) names.
 fn resolve(modules: &BTreeSet<Module>, base: &str, path: &[String]) -> Module {
     let mut best = String::new();
@@ -205,6 +224,10 @@ fn resolve(modules: &BTreeSet<Module>, base: &str, path: &[String]) -> Module {
         if modules.contains(&name) {
             best = name.clone();
         }
+    }
+    if best.is_empty() && !base.is_empty() {
+        // An item of `base` itself (`super::Plan`).
+        return base.to_string();
     }
     if best.is_empty() {
         // A root item (`crate::NetConfig`), resolved later, or nothing.
@@ -313,7 +336,7 @@ fn the_stack_s_layers_depend_downward() {
 
 #[test]
 fn no_two_files_import_each_other() {
-    for krate in ["stack"] {
+    for krate in ["stack", "demo"] {
         let uses = Crate::read(&src(krate)).uses;
         assert_eq!(circle(&uses), None, "a circle of imports in {krate}/src");
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use portlab::api::net::Stack;
 use portlab::observe::event_stream::{Ended, EventFilter};
 
-use crate::serve::Active;
+use crate::http::server::Active;
 use crate::stream::Stream;
 
 /// How often an idle stream sends a comment, so that proxies and the

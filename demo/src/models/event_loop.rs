@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use portlab::api::net::{Interest, PollEvent, Stack, TcpListener, TcpStream};
 
-use crate::http::{self, MAX_BODY, Response};
-use crate::serve::{Server, respond};
+use crate::http::message::{self, MAX_BODY, Response};
+use crate::http::serve::respond;
+use crate::http::server::Server;
 
 const LISTENER: usize = 0;
 
@@ -64,9 +65,9 @@ pub fn run(
                 loop {
                     match listener.accept() {
                         Ok((stream, _)) if conns.len() >= server.max_connections => {
-                            let _ = stream.write_all_then_shutdown(&crate::serve::over_capacity(
-                                server, &stream,
-                            ));
+                            let _ = stream.write_all_then_shutdown(
+                                &crate::http::serve::over_capacity(server, &stream),
+                            );
                         }
                         Ok((stream, _)) => {
                             stream.set_nonblocking(true);
@@ -111,7 +112,7 @@ pub fn run(
                     && let Some((stack, filter)) = conn.handoff
                 {
                     conn.stream.set_nonblocking(false);
-                    crate::sse::spawn(stack, conn.stream, filter, None);
+                    crate::http::sse::spawn(stack, conn.stream, filter, None);
                 }
                 continue;
             }
@@ -169,7 +170,7 @@ fn serve_ready(server: &Server, conn: &mut Conn) -> bool {
             }
             Ok(n) => {
                 conn.input.extend_from_slice(&chunk[..n]);
-                if conn.input.len() > http::MAX_HEAD + MAX_BODY {
+                if conn.input.len() > message::MAX_HEAD + MAX_BODY {
                     break;
                 }
             }
@@ -179,13 +180,13 @@ fn serve_ready(server: &Server, conn: &mut Conn) -> bool {
     }
     // Answer every complete request (pipelining included).
     while !conn.closing {
-        match http::parse(&conn.input) {
+        match message::parse(&conn.input) {
             Ok(Some((req, n))) => {
                 if conn.input.len() < n + req.content_length {
                     break; // the body is still coming
                 }
                 conn.input.drain(..n + req.content_length);
-                if let Some(stream) = crate::serve::event_stream(server, &req) {
+                if let Some(stream) = crate::http::serve::event_stream(server, &req) {
                     // The stream's thread may write only once this loop
                     // owes the client nothing; after pipelined requests
                     // the answer is an empty stream instead, and the

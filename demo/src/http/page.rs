@@ -15,7 +15,7 @@ use portlab::observe::event::push_json_string;
 use portlab::observe::event_stream::StreamCounts;
 use portlab::observe::table::{Query, Remote, STATES, SocketInfo, TablePage};
 
-use crate::query;
+use crate::http::query;
 
 /// Everything a page shows.
 pub struct View<'a> {

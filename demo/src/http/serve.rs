@@ -7,50 +7,14 @@
 
 use std::io::ErrorKind;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use portlab::api::net::Stack;
 
-use crate::http::{self, HttpError, Request, Response};
-use crate::page::View;
+use crate::http::message::{self, HttpError, Request, Response};
+use crate::http::page::View;
+use crate::http::server::Server;
 use crate::stream::Stream;
-
-/// What every connection of one server shares.
-#[derive(Clone)]
-pub struct Server {
-    /// The stack whose connection table the pages show; `None` when the
-    /// same server runs on the kernel's sockets (`portlab kernel-serve`).
-    pub stack: Option<Arc<Stack>>,
-    /// The serving model's name, shown on the page.
-    pub model: &'static str,
-    pub header_timeout: Duration,
-    /// Connections served at once, at most; more get 503 and are closed.
-    pub max_connections: usize,
-    /// Connections being served now.
-    pub active: Arc<AtomicUsize>,
-    /// Set `TCP_NODELAY` on every connection, as nginx does (`tcp_nodelay
-    /// on`): a response's last partial segment never waits for an ACK.
-    pub nodelay: bool,
-}
-
-/// Counts a connection as served while it lives.
-pub struct Active(Arc<AtomicUsize>);
-
-impl Server {
-    /// Admits a connection under the cap, or `None` when the server is full.
-    pub fn admit(&self) -> Option<Active> {
-        let now = self.active.fetch_add(1, Ordering::AcqRel) + 1;
-        let guard = Active(self.active.clone());
-        (now <= self.max_connections).then_some(guard)
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// The answer to a connection over the cap.
 pub fn over_capacity(server: &Server, stream: &impl Stream) -> Vec<u8> {
@@ -123,7 +87,7 @@ pub fn serve_connection(server: &Server, stream: impl Stream) {
         if let Some((stack, filter)) = event_stream(server, &req) {
             // The stream goes to a thread of its own, with the connection's
             // place under the cap; this one is done with it.
-            crate::sse::spawn(stack, stream, filter, Some(active));
+            crate::http::sse::spawn(stack, stream, filter, Some(active));
             return;
         }
         if let Some(d) = requested_delay(&req) {
@@ -176,7 +140,7 @@ fn read_request(
     let mut chunk = [0u8; 2048];
     let deadline = std::time::Instant::now() + limit;
     loop {
-        match http::parse(buf) {
+        match message::parse(buf) {
             Ok(Some((req, n))) => {
                 buf.drain(..n);
                 discard_body(stream, buf, req.content_length)?;
@@ -242,7 +206,7 @@ pub fn event_stream(
         return None;
     }
     let stack = server.stack.clone()?;
-    let filter = crate::query::parse_events(qs).ok()?;
+    let filter = crate::http::query::parse_events(qs).ok()?;
     Some((stack, filter))
 }
 
@@ -272,7 +236,7 @@ fn route(stack: Option<&Stack>, model: &str, stream: &impl Stream, req: &Request
                 return no_table();
             };
             let qs = req.target.split_once('?').map_or("", |(_, q)| q);
-            let mut query = match crate::query::parse(qs) {
+            let mut query = match crate::http::query::parse(qs) {
                 Ok(q) => q,
                 Err(why) => {
                     stream.emit("http_bad_request", format!("400 {why}"));
@@ -305,7 +269,7 @@ fn route(stack: Option<&Stack>, model: &str, stream: &impl Stream, req: &Request
                 return no_table();
             }
             let qs = req.target.split_once('?').map_or("", |(_, q)| q);
-            match crate::query::parse_events(qs) {
+            match crate::http::query::parse_events(qs) {
                 Err(why) => {
                     stream.emit("http_bad_request", format!("400 {why}"));
                     Response::text(400, "Bad Request", &format!("{why}\n"))
@@ -330,13 +294,13 @@ fn route(stack: Option<&Stack>, model: &str, stream: &impl Stream, req: &Request
             200,
             "OK",
             "text/html; charset=utf-8",
-            crate::page::parallel_html().into_bytes(),
+            crate::http::page::parallel_html().into_bytes(),
         ),
         "/you" => Response::new(
             200,
             "OK",
             "text/html; charset=utf-8",
-            crate::page::you_html(stream.quad(), stream.number()).into_bytes(),
+            crate::http::page::you_html(stream.quad(), stream.number()).into_bytes(),
         ),
         p if p.starts_with("/story/") => {
             let Some(stack) = stack else {
@@ -351,7 +315,7 @@ fn route(stack: Option<&Stack>, model: &str, stream: &impl Stream, req: &Request
                     200,
                     "OK",
                     "text/html; charset=utf-8",
-                    crate::story_page::html(&s).into_bytes(),
+                    crate::http::story_page::html(&s).into_bytes(),
                 ),
                 None => Response::text(
                     404,

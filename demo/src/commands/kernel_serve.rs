@@ -12,8 +12,9 @@ use std::thread;
 use log::{info, warn};
 
 use crate::cli::KernelServeArgs;
-use crate::inetd::{self, Service};
-use crate::serve::{Server, serve_connection};
+use crate::commands::inetd::{self, Service};
+use crate::http::serve::serve_connection;
+use crate::http::server::Server;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 

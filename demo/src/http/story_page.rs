@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use portlab::observe::event::{Closer, Event};
 use portlab::observe::story::{SegmentNote, Story};
 
-use crate::page::{CSS, html_escape};
+use crate::http::page::{CSS, html_escape};
 
 const WIDTH: i32 = 760;
 const LEFT: i32 = 150;
