@@ -16,7 +16,7 @@
 //! produced only while the owning thread is in `io_uring_enter` — they come
 //! in batches, and nothing runs behind the thread's back. The ring is bound
 //! to the thread that makes it. Multishot reads need Linux 6.7:
-//! [`Ring::supports`] tells whether the kernel has an operation, and the
+//! `Ring::supports` tells whether the kernel has an operation, and the
 //! caller falls back to plain calls without it, or where io_uring is
 //! switched off altogether (`Ring::new` fails).
 

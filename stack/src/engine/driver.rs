@@ -6,7 +6,7 @@
 //! `Interface` (addresses, routes, the random number generator for initial
 //! sequence numbers) but give every connection its own one-socket set. Our
 //! demux finds the connection by 4-tuple; the engine is then handed exactly
-//! that connection's set and a [`OnePacket`] device that yields exactly that
+//! that connection's set and a `OnePacket` device that yields exactly that
 //! packet, through `poll_ingress_single`. Whatever the engine transmits in
 //! reply — SYN-ACK, ACK, RST, echo reply — is collected in a vector and goes
 //! out through the stack's own transmit path, so it reaches the device, the
