@@ -1,4 +1,4 @@
-//! A small, bounded HTTP/1.1 request parser and response writer.
+//! A bounded HTTP/1.1 request parser (on `httparse`) and response writer.
 //!
 //! Bounded: the request head may be at most [`MAX_HEAD`] bytes and a body at
 //! most [`MAX_BODY`]; anything else is a `400`/`413`/`431` and the connection
@@ -38,55 +38,58 @@ impl HttpError {
     }
 }
 
+/// At most this many header lines; more is a `431`, as a head too large.
+pub const MAX_HEADERS: usize = 64;
+
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete,
 /// read more. `Ok(Some((req, n)))`: the head is the first `n` bytes.
+///
+/// The request line and the headers are read by `httparse` (the parser
+/// hyper uses); on top of it this server refuses what it does not serve: a
+/// method that is not a plain word, a target that is not a path, a body
+/// larger than [`MAX_BODY`] or in chunks, a head larger than [`MAX_HEAD`].
 pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        return if buf.len() > MAX_HEAD {
-            Err(HttpError::HeadTooLarge)
-        } else {
-            Ok(None)
-        };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let end = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Err(HttpError::HeadTooLarge),
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(HttpError::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Err(_) => return Err(HttpError::BadRequest),
     };
-    if end + 4 > MAX_HEAD {
-        return Err(HttpError::HeadTooLarge);
-    }
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| HttpError::BadRequest)?;
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().ok_or(HttpError::BadRequest)?;
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
     else {
         return Err(HttpError::BadRequest);
     };
-    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphabetic());
-    if !token(method) || !target.starts_with('/') {
+    if !method.bytes().all(|b| b.is_ascii_alphabetic()) || !target.starts_with('/') {
         return Err(HttpError::BadRequest);
     }
-    let http11 = match version {
-        "HTTP/1.1" => true,
-        "HTTP/1.0" => false,
-        _ => return Err(HttpError::BadRequest),
-    };
+    let http11 = version == 1;
     let mut keep_alive = http11;
     let mut content_length = 0usize;
-    for line in lines {
-        let (name, value) = line.split_once(':').ok_or(HttpError::BadRequest)?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("connection") {
-            let v = value.to_ascii_lowercase();
+    for h in parsed.headers.iter() {
+        let value = || {
+            std::str::from_utf8(h.value)
+                .map(str::trim)
+                .map_err(|_| HttpError::BadRequest)
+        };
+        if h.name.eq_ignore_ascii_case("connection") {
+            let v = value()?.to_ascii_lowercase();
             if v.contains("close") {
                 keep_alive = false;
             } else if v.contains("keep-alive") {
                 keep_alive = true;
             }
-        } else if name.eq_ignore_ascii_case("content-length") {
-            content_length = value.parse().map_err(|_| HttpError::BadRequest)?;
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            content_length = value()?.parse().map_err(|_| HttpError::BadRequest)?;
             if content_length > MAX_BODY {
                 return Err(HttpError::BodyTooLarge);
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             // Chunked request bodies are not needed by anything we serve.
             return Err(HttpError::BadRequest);
         }
@@ -99,17 +102,14 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
             keep_alive,
             content_length,
         },
-        end + 4,
+        end,
     )))
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The parser's promises, asserted for any input: the fuzz target and the
 /// fixed-seed sweep below call this. A complete head is the first `n` bytes,
-/// ends with an empty line and parses the same on its own and with anything
+/// ends with an empty line (CRLF, or a bare LF as RFC 9112 lets a server
+/// accept) and parses the same on its own and with anything
 /// after it; a head complete in a prefix parses the same in the whole; an
 /// incomplete head is within the limit.
 #[cfg(any(test, fuzzing))]
@@ -118,7 +118,7 @@ pub fn check_parser(data: &[u8]) {
     match &whole {
         Ok(Some((req, n))) => {
             assert!(*n <= data.len() && *n <= MAX_HEAD, "head of {n} bytes");
-            assert!(data[..*n].ends_with(b"\r\n\r\n"));
+            assert!(data[..*n].ends_with(b"\n\r\n") || data[..*n].ends_with(b"\n\n"));
             assert!(req.target.starts_with('/') && req.content_length <= MAX_BODY);
             assert_eq!(
                 parse(&data[..*n]),
@@ -261,6 +261,36 @@ mod tests {
             }
             check_parser(&v);
         }
+    }
+
+    #[test]
+    fn a_bare_lf_ends_lines_as_rfc_9112_allows() {
+        let raw = b"GET /you HTTP/1.1\nHost: a\n\nrest";
+        let (r, n) = parse(raw).unwrap().unwrap();
+        assert_eq!(r.target, "/you");
+        assert_eq!(&raw[n..], b"rest");
+    }
+
+    #[test]
+    fn too_many_headers_is_a_head_too_large() {
+        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            raw.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&raw), Err(HttpError::HeadTooLarge));
+    }
+
+    #[test]
+    fn a_method_that_is_not_a_word_or_a_target_that_is_not_a_path_is_refused() {
+        assert_eq!(
+            parse(b"M-SEARCH / HTTP/1.1\r\n\r\n"),
+            Err(HttpError::BadRequest)
+        );
+        assert_eq!(
+            parse(b"GET http://a/ HTTP/1.1\r\n\r\n"),
+            Err(HttpError::BadRequest)
+        );
     }
 
     #[test]
