@@ -281,10 +281,16 @@ fn page() -> TablePage {
 }
 
 fn page_json(p: &TablePage) -> String {
-    let mut o = String::from("{");
-    p.json_fields(&mut o);
-    o.push('}');
-    o
+    struct Whole<'a>(&'a TablePage);
+    impl serde::Serialize for Whole<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut m = s.serialize_map(None)?;
+            self.0.serialize_fields(&mut m)?;
+            m.end()
+        }
+    }
+    portlab::observe::event::to_json(&Whole(p))
 }
 
 /// Schema version 1, as the stack writes it.

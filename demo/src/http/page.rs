@@ -11,9 +11,10 @@
 use std::fmt::Write as _;
 
 use portlab::Quad;
-use portlab::observe::event::push_json_string;
+use portlab::observe::event::{Shown, to_json};
 use portlab::observe::event_stream::StreamCounts;
 use portlab::observe::table::{Query, Remote, STATES, SocketInfo, TablePage};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::http::query;
 
@@ -34,29 +35,10 @@ impl View<'_> {
         self.page.open_on_port(self.you.local.port())
     }
 
+    /// `/connections.json`: the visitor's row first, the serving model, the
+    /// event streams' counts, then the page of the table.
     pub fn json(&self) -> String {
-        let mut o = String::from("{\"you\":{");
-        match &self.page.you {
-            Some(row) => row.json_fields(&mut o),
-            None => {
-                let _ = write!(o, "\"id\":{},\"local\":", self.your_id);
-                push_json_string(&mut o, &self.you.local.to_string());
-                o.push_str(",\"remote\":");
-                push_json_string(&mut o, &self.you.remote.to_string());
-            }
-        }
-        o.push_str("},\"model\":");
-        push_json_string(&mut o, self.model);
-        let _ = write!(o, ",\"open_on_port\":{},", self.open_on_port());
-        let st = &self.streams;
-        let _ = write!(
-            o,
-            "\"event_streams\":{{\"open\":{},\"opened\":{},\"closed\":{},\"dropped\":{},\"lost_batches\":{}}},",
-            st.open, st.opened, st.closed, st.dropped, st.lost_batches
-        );
-        self.page.json_fields(&mut o);
-        o.push('}');
-        o
+        to_json(self)
     }
 
     pub fn html(&self) -> String {
@@ -432,6 +414,61 @@ fn push_addr(o: &mut String, a: &std::net::SocketAddr) {
         std::net::SocketAddr::V6(_) => {
             let _ = write!(o, "{a}");
         }
+    }
+}
+
+impl Serialize for View<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        match &self.page.you {
+            Some(row) => m.serialize_entry("you", row)?,
+            None => m.serialize_entry(
+                "you",
+                &Visitor {
+                    id: self.your_id,
+                    quad: self.you,
+                },
+            )?,
+        }
+        m.serialize_entry("model", self.model)?;
+        m.serialize_entry("open_on_port", &self.open_on_port())?;
+        m.serialize_entry("event_streams", &Streams(&self.streams))?;
+        self.page.serialize_fields(&mut m)?;
+        m.end()
+    }
+}
+
+/// The visitor's own connection when the page holds no row for it (yet):
+/// its id and its 4-tuple.
+struct Visitor {
+    id: u64,
+    quad: Quad,
+}
+
+impl Serialize for Visitor {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("id", &self.id)?;
+        m.serialize_entry("local", &Shown(self.quad.local))?;
+        m.serialize_entry("remote", &Shown(self.quad.remote))?;
+        m.end()
+    }
+}
+
+/// The `/events` streams served so far: open, opened, closed, dropped, and
+/// batches lost to a slow reader.
+struct Streams<'a>(&'a StreamCounts);
+
+impl Serialize for Streams<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let st = self.0;
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("open", &st.open)?;
+        m.serialize_entry("opened", &st.opened)?;
+        m.serialize_entry("closed", &st.closed)?;
+        m.serialize_entry("dropped", &st.dropped)?;
+        m.serialize_entry("lost_batches", &st.lost_batches)?;
+        m.end()
     }
 }
 

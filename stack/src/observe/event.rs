@@ -3,7 +3,8 @@
 //! The stack never formats log text where something happens. It records an
 //! [`Event`] — a typed value — and the event is rendered in exactly one place,
 //! here: [`Record::human`] gives the line written through the `log` crate, and
-//! [`Record::json`] gives one JSON object per line for scripts.
+//! [`Record::json`] gives one JSON object per line for scripts (written by
+//! serde_json, from the `Serialize` impl below).
 //!
 //! # JSON schema, version 1
 //!
@@ -27,6 +28,8 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use smoltcp::socket::tcp::State as TcpState;
 use smoltcp::time::Instant;
 
@@ -529,27 +532,71 @@ impl Record {
 
     /// One JSON object (no trailing newline), schema [`SCHEMA_VERSION`].
     pub fn json(&self) -> String {
-        let mut o = JsonObject::new();
-        o.raw("v", &SCHEMA_VERSION.to_string());
-        let micros = self.ts.total_micros();
-        o.raw(
-            "ts",
-            &format!(
-                "{}.{:06}",
-                micros.div_euclid(1_000_000),
-                micros.rem_euclid(1_000_000)
-            ),
+        to_json(self)
+    }
+}
+
+/// `value` as one line of JSON. Our values are maps with string keys,
+/// strings and numbers, which serde_json always writes.
+pub fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// A time as the schema writes it: Unix seconds with exactly six decimals
+/// (`1700000000.000250`), a JSON number.
+struct Seconds(Instant);
+
+impl Serialize for Seconds {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let micros = self.0.total_micros();
+        let text = format!(
+            "{}.{:06}",
+            micros.div_euclid(1_000_000),
+            micros.rem_euclid(1_000_000)
         );
-        o.str("event", self.event.kind());
+        RawValue::from_string(text)
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+}
+
+/// A value written with its `Display` form, as a JSON string (addresses,
+/// TCP states), without an allocation of its own.
+pub struct Shown<T>(pub T);
+
+impl<T: std::fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// A rejected port candidate of `port_chosen`: `{"port":…,"reason":…}`.
+struct RejectedPort(u16, &'static str);
+
+impl Serialize for RejectedPort {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("port", &self.0)?;
+        m.serialize_entry("reason", self.1)?;
+        m.end()
+    }
+}
+
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut o = s.serialize_map(None)?;
+        o.serialize_entry("v", &SCHEMA_VERSION)?;
+        o.serialize_entry("ts", &Seconds(self.ts))?;
+        o.serialize_entry("event", self.event.kind())?;
         if let Some(f) = self.frame {
-            o.raw("frame", &f.to_string());
+            o.serialize_entry("frame", &f)?;
         }
         if let Some(id) = self.event.id() {
-            o.raw("id", &id.0.to_string());
+            o.serialize_entry("id", &id.0)?;
         }
         if let Some(q) = self.event.quad() {
-            o.str("local", &q.local.to_string());
-            o.str("remote", &q.remote.to_string());
+            o.serialize_entry("local", &Shown(q.local))?;
+            o.serialize_entry("remote", &Shown(q.remote))?;
         }
         match &self.event {
             Event::StackStarted {
@@ -559,15 +606,15 @@ impl Record {
                 mtu,
                 seed,
             } => {
-                o.str("device", device);
-                o.str("addr", addr);
-                o.str("host", host);
-                o.raw("mtu", &mtu.to_string());
-                o.raw("seed", &seed.to_string());
+                o.serialize_entry("device", device)?;
+                o.serialize_entry("addr", addr)?;
+                o.serialize_entry("host", host)?;
+                o.serialize_entry("mtu", mtu)?;
+                o.serialize_entry("seed", seed)?;
             }
             Event::StackStopped { closed, reset } => {
-                o.raw("closed", &closed.to_string());
-                o.raw("reset", &reset.to_string());
+                o.serialize_entry("closed", closed)?;
+                o.serialize_entry("reset", reset)?;
             }
             Event::Listen {
                 local,
@@ -575,60 +622,60 @@ impl Record {
                 reuse,
                 ..
             } => {
-                o.str("local", &local.to_string());
-                o.raw("backlog", &backlog.to_string());
-                o.raw("reuse", &reuse.to_string());
+                o.serialize_entry("local", &Shown(local))?;
+                o.serialize_entry("backlog", backlog)?;
+                o.serialize_entry("reuse", reuse)?;
             }
             Event::ListenFailed { local, reason } => {
-                o.str("local", &local.to_string());
-                o.str("reason", reason);
+                o.serialize_entry("local", &Shown(local))?;
+                o.serialize_entry("reason", reason)?;
             }
             Event::ListenClosed { local, reset, .. } => {
-                o.str("local", &local.to_string());
-                o.raw("reset", &reset.to_string());
+                o.serialize_entry("local", &Shown(local))?;
+                o.serialize_entry("reset", reset)?;
             }
             Event::Syn { isn, options, .. } => {
-                o.raw("isn", &isn.to_string());
+                o.serialize_entry("isn", isn)?;
                 if let Some(m) = options.mss {
-                    o.raw("mss", &m.to_string());
+                    o.serialize_entry("mss", &m)?;
                 }
                 if let Some(w) = options.window_scale {
-                    o.raw("wscale", &w.to_string());
+                    o.serialize_entry("wscale", &w)?;
                 }
-                o.raw("sack_permitted", &options.sack_permitted.to_string());
+                o.serialize_entry("sack_permitted", &options.sack_permitted)?;
                 if let Some(t) = options.timestamp {
-                    o.raw("tsval", &t.to_string());
+                    o.serialize_entry("tsval", &t)?;
                 }
             }
-            Event::SynDropped { reason, .. } => o.str("reason", reason.as_str()),
-            Event::HandshakeHeld { .. } => o.str("reason", "accept queue full"),
+            Event::SynDropped { reason, .. } => o.serialize_entry("reason", reason.as_str())?,
+            Event::HandshakeHeld { .. } => o.serialize_entry("reason", "accept queue full")?,
             Event::NagleHeld {
                 bytes,
                 until_ack,
                 rule,
                 ..
             } => {
-                o.raw("bytes", &bytes.to_string());
-                o.raw("until_ack", &until_ack.to_string());
-                o.str("rule", rule);
+                o.serialize_entry("bytes", bytes)?;
+                o.serialize_entry("until_ack", until_ack)?;
+                o.serialize_entry("rule", rule)?;
             }
             Event::NagleReleased { bytes, held_us, .. } => {
-                o.raw("bytes", &bytes.to_string());
-                o.raw("held_us", &held_us.to_string());
+                o.serialize_entry("bytes", bytes)?;
+                o.serialize_entry("held_us", held_us)?;
             }
-            Event::RstSent { reason, .. } => o.str("reason", reason.as_str()),
+            Event::RstSent { reason, .. } => o.serialize_entry("reason", reason.as_str())?,
             Event::SocketCreated {
                 listener, cookie, ..
             } => {
                 match listener {
                     Some((lid, l)) => {
-                        o.str("listener", &l.to_string());
-                        o.raw("listener_id", &lid.0.to_string());
+                        o.serialize_entry("listener", &Shown(l))?;
+                        o.serialize_entry("listener_id", &lid.0)?;
                     }
-                    None => o.str("origin", "connect"),
+                    None => o.serialize_entry("origin", "connect")?,
                 }
                 if *cookie {
-                    o.raw("cookie", "true");
+                    o.serialize_entry("cookie", &true)?;
                 }
             }
             Event::SynFlood {
@@ -640,12 +687,12 @@ impl Record {
                 duration_ms,
                 ..
             } => {
-                o.str("local", &local.to_string());
-                o.str("phase", phase);
-                o.raw("cookies_sent", &cookies_sent.to_string());
-                o.raw("validated", &validated.to_string());
-                o.raw("rejected", &rejected.to_string());
-                o.raw("duration_ms", &duration_ms.to_string());
+                o.serialize_entry("local", &Shown(local))?;
+                o.serialize_entry("phase", phase)?;
+                o.serialize_entry("cookies_sent", cookies_sent)?;
+                o.serialize_entry("validated", validated)?;
+                o.serialize_entry("rejected", rejected)?;
+                o.serialize_entry("duration_ms", duration_ms)?;
             }
             Event::PortChosen {
                 algorithm,
@@ -653,36 +700,30 @@ impl Record {
                 rejected,
                 ..
             } => {
-                o.str("algorithm", algorithm);
-                o.raw("tried", &tried.to_string());
-                let mut list = String::from("[");
-                for (i, (port, why)) in rejected.iter().enumerate() {
-                    if i > 0 {
-                        list.push(',');
-                    }
-                    let _ = write!(list, "{{\"port\":{port},\"reason\":");
-                    push_json_string(&mut list, why);
-                    list.push('}');
-                }
-                list.push(']');
-                o.raw("rejected", &list);
+                o.serialize_entry("algorithm", algorithm)?;
+                o.serialize_entry("tried", tried)?;
+                let list: Vec<RejectedPort> = rejected
+                    .iter()
+                    .map(|&(p, why)| RejectedPort(p, why))
+                    .collect();
+                o.serialize_entry("rejected", &list)?;
             }
             Event::Accepted { queued_us, by, .. } => {
-                o.raw("queued_us", &queued_us.to_string());
+                o.serialize_entry("queued_us", queued_us)?;
                 if let Some(by) = by {
-                    o.str("by", by);
+                    o.serialize_entry("by", by)?;
                 }
             }
             Event::State { from, to, .. } => {
-                o.str("from", &from.to_string());
-                o.str("to", &to.to_string());
+                o.serialize_entry("from", &Shown(from))?;
+                o.serialize_entry("to", &Shown(to))?;
             }
-            Event::Closed { by, .. } => o.str("by", by.as_str()),
+            Event::Closed { by, .. } => o.serialize_entry("by", by.as_str())?,
             Event::TimeWaitExpired { .. } | Event::TimeWaitReused { .. } => {}
-            Event::PacketDropped { reason, .. } => o.str("reason", reason.as_str()),
+            Event::PacketDropped { reason, .. } => o.serialize_entry("reason", reason.as_str())?,
             Event::UdpBind { local, reuse, .. } => {
-                o.str("local", &local.to_string());
-                o.raw("reuse", &reuse.to_string());
+                o.serialize_entry("local", &Shown(local))?;
+                o.serialize_entry("reuse", reuse)?;
             }
             Event::UdpClosed {
                 local,
@@ -690,71 +731,19 @@ impl Record {
                 sent,
                 ..
             } => {
-                o.str("local", &local.to_string());
-                o.raw("received", &received.to_string());
-                o.raw("sent", &sent.to_string());
+                o.serialize_entry("local", &Shown(local))?;
+                o.serialize_entry("received", received)?;
+                o.serialize_entry("sent", sent)?;
             }
             Event::UdpFlow { .. } | Event::PortUnreachable { .. } => {}
-            Event::App { detail, .. } => o.str("detail", detail),
+            Event::App { detail, .. } => o.serialize_entry("detail", detail)?,
             Event::Suppressed { kind, count } => {
-                o.str("kind", kind);
-                o.raw("count", &count.to_string());
+                o.serialize_entry("kind", kind)?;
+                o.serialize_entry("count", count)?;
             }
         }
-        o.finish()
+        o.end()
     }
-}
-
-/// A minimal JSON object writer: keys are ours, string values are escaped.
-struct JsonObject(String);
-
-impl JsonObject {
-    fn new() -> JsonObject {
-        JsonObject(String::from("{"))
-    }
-
-    fn key(&mut self, key: &str) {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-        self.0.push('"');
-        self.0.push_str(key);
-        self.0.push_str("\":");
-    }
-
-    fn raw(&mut self, key: &str, value: &str) {
-        self.key(key);
-        self.0.push_str(value);
-    }
-
-    fn str(&mut self, key: &str, value: &str) {
-        self.key(key);
-        push_json_string(&mut self.0, value);
-    }
-
-    fn finish(mut self) -> String {
-        self.0.push('}');
-        self.0
-    }
-}
-
-/// Appends `value` as a quoted, escaped JSON string.
-pub fn push_json_string(out: &mut String, value: &str) {
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// Per-kind token buckets: `burst` events at once, refilled at `per_second`.

@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 /// The engine's TCP states, as the index takes them.
 pub use smoltcp::socket::tcp::State as TcpState;
 
-use crate::observe::event::push_json_string;
+use crate::observe::event::{Shown, to_json};
 use crate::wire::quad::{Quad, SocketId};
 
 /// Counters, for the connection table and the closing note of a run.
@@ -125,20 +126,7 @@ pub struct Table {
 impl Table {
     /// The table as one JSON object: `{"listeners":[…],"sockets":[…],"stats":{…}}`.
     pub fn json(&self) -> String {
-        let mut o = String::from("{");
-        self.json_fields(&mut o);
-        o.push('}');
-        o
-    }
-
-    /// The table's fields (`"listeners":…,"sockets":…,"stats":…`), for
-    /// embedding in a larger object.
-    pub fn json_fields(&self, o: &mut String) {
-        listeners_json(o, &self.listeners);
-        o.push(',');
-        sockets_json(o, &self.sockets);
-        o.push(',');
-        stats_json(o, &self.stats);
+        to_json(self)
     }
 
     /// What `portlab ss -s` shows: a `stat\tname\tvalue` line per counter
@@ -562,112 +550,138 @@ impl TablePage {
 }
 
 impl TablePage {
-    /// The page's fields: `"listeners"`, `"counts"` (`total`, `matched`,
-    /// `by_state`, `by_port`, `by_remote`, `remote_hosts`), `"page"`
-    /// (`offset`, `limit`, `returned`), `"sockets"` and `"stats"`.
-    pub fn json_fields(&self, o: &mut String) {
-        listeners_json(o, &self.listeners);
-        let c = &self.counts;
-        let _ = write!(
-            o,
-            ",\"counts\":{{\"total\":{},\"matched\":{},\"by_state\":{{",
-            c.total, c.matched
-        );
-        for (i, (state, n)) in c.by_state.iter().enumerate() {
-            let _ = write!(o, "{}\"{state}\":{n}", if i > 0 { "," } else { "" });
-        }
-        o.push_str("},\"by_port\":{");
-        for (i, (port, n)) in c.by_port.iter().enumerate() {
-            let _ = write!(o, "{}\"{port}\":{n}", if i > 0 { "," } else { "" });
-        }
-        o.push_str("},\"by_remote\":[");
-        for (i, (host, n)) in c.by_remote.iter().enumerate() {
-            let _ = write!(
-                o,
-                "{}{{\"host\":\"{host}\",\"count\":{n}}}",
-                if i > 0 { "," } else { "" }
-            );
-        }
-        let _ = write!(
-            o,
-            "],\"remote_hosts\":{}}},\"page\":{{\"offset\":{},\"limit\":{},\"returned\":{}}},",
-            c.remote_hosts,
-            self.offset,
-            self.limit,
-            self.sockets.len()
-        );
-        sockets_json(o, &self.sockets);
-        o.push(',');
-        stats_json(o, &self.stats);
+    /// The page's fields, for a larger object: `"listeners"`, `"counts"`
+    /// (`total`, `matched`, `by_state`, `by_port`, `by_remote`,
+    /// `remote_hosts`), `"page"` (`offset`, `limit`, `returned`), `"sockets"`
+    /// and `"stats"`.
+    pub fn serialize_fields<M: SerializeMap>(&self, m: &mut M) -> Result<(), M::Error> {
+        m.serialize_entry("listeners", &self.listeners)?;
+        m.serialize_entry("counts", &self.counts)?;
+        m.serialize_entry(
+            "page",
+            &PageWindow {
+                offset: self.offset,
+                limit: self.limit,
+                returned: self.sockets.len(),
+            },
+        )?;
+        m.serialize_entry("sockets", &self.sockets)?;
+        m.serialize_entry("stats", &self.stats)
     }
 }
 
-fn listeners_json(o: &mut String, listeners: &[ListenerInfo]) {
-    o.push_str("\"listeners\":[");
-    for (i, l) in listeners.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        let _ = write!(o, "{{\"id\":{},\"local\":", l.id.0);
-        push_json_string(o, &l.local.to_string());
-        let _ = write!(
-            o,
-            ",\"reuse\":{},\"backlog\":{},\"syn_queue\":{},\"accept_queue\":{},\"syn_cookies\":{}}}",
-            l.reuse, l.backlog, l.syn_queue, l.accept_queue, l.syn_cookies
-        );
-    }
-    o.push(']');
+/// Where a page starts, how long it may be, and how many rows it holds.
+struct PageWindow {
+    offset: usize,
+    limit: usize,
+    returned: usize,
 }
 
-fn sockets_json(o: &mut String, sockets: &[SocketInfo]) {
-    o.push_str("\"sockets\":[");
-    for (i, s) in sockets.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        o.push('{');
-        s.json_fields(o);
-        o.push('}');
-    }
-    o.push(']');
-}
-
-impl SocketInfo {
-    /// The row's fields: `id`, `local`, `remote`, `state`, `owner`,
-    /// `accepted_by`, `served_by`, `recv_q`, `send_q`.
-    pub fn json_fields(&self, o: &mut String) {
-        let _ = write!(o, "\"id\":{},\"local\":", self.id.0);
-        push_json_string(o, &self.quad.local.to_string());
-        o.push_str(",\"remote\":");
-        push_json_string(o, &self.quad.remote.to_string());
-        o.push_str(",\"state\":");
-        push_json_string(o, self.state);
-        o.push_str(",\"owner\":");
-        push_json_string(o, self.owner);
-        for (key, v) in [
-            ("accepted_by", &self.accepted_by),
-            ("served_by", &self.served_by),
-        ] {
-            let _ = write!(o, ",\"{key}\":");
-            match v {
-                Some(b) => push_json_string(o, b),
-                None => o.push_str("null"),
-            }
-        }
-        let _ = write!(
-            o,
-            ",\"recv_q\":{},\"send_q\":{}",
-            self.recv_queue, self.send_queue
-        );
+impl Serialize for PageWindow {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("offset", &self.offset)?;
+        m.serialize_entry("limit", &self.limit)?;
+        m.serialize_entry("returned", &self.returned)?;
+        m.end()
     }
 }
 
-fn stats_json(o: &mut String, st: &Stats) {
-    o.push_str("\"stats\":{");
-    for (i, (name, n)) in st.fields().iter().enumerate() {
-        let _ = write!(o, "{}\"{name}\":{n}", if i > 0 { "," } else { "" });
+impl Serialize for Table {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("listeners", &self.listeners)?;
+        m.serialize_entry("sockets", &self.sockets)?;
+        m.serialize_entry("stats", &self.stats)?;
+        m.end()
     }
-    o.push('}');
+}
+
+impl Serialize for Counts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry("total", &self.total)?;
+        m.serialize_entry("matched", &self.matched)?;
+        m.serialize_entry("by_state", &Pairs(&self.by_state))?;
+        m.serialize_entry("by_port", &Pairs(&self.by_port))?;
+        let remotes: Vec<RemoteCount> = self
+            .by_remote
+            .iter()
+            .map(|&(h, n)| RemoteCount(h, n))
+            .collect();
+        m.serialize_entry("by_remote", &remotes)?;
+        m.serialize_entry("remote_hosts", &self.remote_hosts)?;
+        m.end()
+    }
+}
+
+/// Counts by key as one JSON object (`{"ESTABLISHED":3}`, `{"80":3}`).
+struct Pairs<'a, K>(&'a [(K, usize)]);
+
+impl<K: Serialize> Serialize for Pairs<'_, K> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, n) in self.0 {
+            m.serialize_entry(k, n)?;
+        }
+        m.end()
+    }
+}
+
+/// A remote host and its rows: `{"host":"10.0.0.1","count":3}`.
+struct RemoteCount(IpAddr, usize);
+
+impl Serialize for RemoteCount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("host", &Shown(self.0))?;
+        m.serialize_entry("count", &self.1)?;
+        m.end()
+    }
+}
+
+impl Serialize for ListenerInfo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(7))?;
+        m.serialize_entry("id", &self.id.0)?;
+        m.serialize_entry("local", &Shown(self.local))?;
+        m.serialize_entry("reuse", &self.reuse)?;
+        m.serialize_entry("backlog", &self.backlog)?;
+        m.serialize_entry("syn_queue", &self.syn_queue)?;
+        m.serialize_entry("accept_queue", &self.accept_queue)?;
+        m.serialize_entry("syn_cookies", &self.syn_cookies)?;
+        m.end()
+    }
+}
+
+/// A row: `id`, `local`, `remote`, `state`, `owner`, `accepted_by`,
+/// `served_by` (`null` when unknown), `recv_q`, `send_q`.
+impl Serialize for SocketInfo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(9))?;
+        m.serialize_entry("id", &self.id.0)?;
+        m.serialize_entry("local", &Shown(self.quad.local))?;
+        m.serialize_entry("remote", &Shown(self.quad.remote))?;
+        m.serialize_entry("state", self.state)?;
+        m.serialize_entry("owner", self.owner)?;
+        m.serialize_entry("accepted_by", &self.accepted_by)?;
+        m.serialize_entry("served_by", &self.served_by)?;
+        m.serialize_entry("recv_q", &self.recv_queue)?;
+        m.serialize_entry("send_q", &self.send_queue)?;
+        m.end()
+    }
+}
+
+/// The counters ([`Stats::fields`]), in order, as one object.
+impl Serialize for Stats {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fields = self.fields();
+        let mut m = s.serialize_map(Some(fields.len()))?;
+        for (name, n) in fields {
+            m.serialize_entry(name, &n)?;
+        }
+        m.end()
+    }
 }
 
 #[cfg(test)]
