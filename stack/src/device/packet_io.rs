@@ -219,7 +219,7 @@ impl Uring {
     /// Queues an entry, submitting what is queued if the queue is full;
     /// `false` if the ring fails (see `failed`).
     fn push(&mut self, sqe: Sqe) -> bool {
-        while !self.ring.push(sqe) {
+        while !self.ring.push(sqe.clone()) {
             if !self.enter(None) {
                 return false;
             }
