@@ -38,6 +38,21 @@ observe() {
     fi
 }
 
+# claim_in_packetdrill SCRIPT SED "what the edit breaks": the exercise's claim
+# as a packetdrill script. It must pass as written and fail once edited with
+# SED (the student's edit). Without a packetdrill binary (PACKETDRILL=path or
+# on PATH) the two observations are reported as skipped, not as held.
+claim_in_packetdrill() {
+    local script=$1 edit=$2 what=$3 edited="$LAB_TMP/edited-$(basename "$1")"
+    if [ -z "${PACKETDRILL:-}" ] && ! command -v packetdrill >/dev/null; then
+        echo "  - skipped: $script passes, and fails once $what (no packetdrill here: see scripts/conformance.sh)"
+        return 0
+    fi
+    sed "$edit" "$script" >"$edited"
+    observe "packetdrill: $script passes as written" ./scripts/conformance.sh "$script"
+    observe "packetdrill: it fails once $what" sh -c "! ./scripts/conformance.sh '$edited'"
+}
+
 # One exercise: a fresh namespace with portlab serving in it (lab_serve), the
 # lab's own steps (lab_run), then its checks (lab_check).
 one_lab() {

@@ -49,6 +49,15 @@ command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rust
 echo "== cargo test (unit tests and packet scripts)"
 cargo test --workspace --quiet
 
+echo "== conformance: packetdrill scripts against the stack (scripts/conformance.sh)"
+conformance=0
+./scripts/conformance.sh || conformance=$?
+case $conformance in
+    0) ;;
+    3) echo "== conformance SKIPPED: no packetdrill binary here (set PACKETDRILL=path to run it)" ;;
+    *) die "conformance scripts failed (status $conformance)" ;;
+esac
+
 echo "== fuzz targets, 10 s each (scripts/fuzz.sh runs them for 10 minutes)"
 ./scripts/fuzz.sh --quick
 

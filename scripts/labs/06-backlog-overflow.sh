@@ -50,4 +50,7 @@ lab_check() {
         grep -q '"reason":"accept queue overflow"' "$EV_RST"
     observe "with --overflow rst, a client's connection failed at once instead of waiting (curl exit 7 or 56)" \
         grep -Eq 'exit=(7|56)' "$LAB_TMP/rst-clients.txt"
+    claim_in_packetdrill conformance/queues/backlog-counts-like-linux.pkt \
+        's/listen(3, 1) = 0/listen(3, 2) = 0/' \
+        "listen(3, 1) becomes listen(3, 2) (a third place in the queue: the held ACK is taken)"
 }

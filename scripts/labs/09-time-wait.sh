@@ -29,4 +29,7 @@ lab_check() {
         awk '$1 == 200 && $3 < 0.5 { ok = 1 } END { exit !ok }' "$LAB_TMP/reuse.txt"
     observe "the stack logged the reuse of its TIME-WAIT 4-tuple" \
         grep -q '"event":"time_wait_reused"' "$EV"
+    claim_in_packetdrill conformance/close/time-wait-lower-seq-syn.pkt \
+        's/^+.1   < S 0:0(0)/+.1   < S 1000:1000(0)/' \
+        "the SYN's sequence number is raised above the old connection's (TIME-WAIT is reused: a SYN-ACK, not the ACK)"
 }
