@@ -575,6 +575,19 @@ fn syn_reusing_a_time_wait_four_tuple_is_a_new_connection() {
     );
     assert_eq!(lab.count("time_wait_reused"), 1);
     assert_eq!(lab.count("socket_created"), 2);
+    // Its ISN is above the old connection's sequence space (the old
+    // snd_nxt + 65537, as Linux), not a random number that might fall
+    // inside it (RFC 6191).
+    assert_eq!(synack.seq, last_ack.seq.wrapping_add(65537));
+    // And the new connection works in the sequence space it was given.
+    c2.ack = synack.seq.wrapping_add(1);
+    c2.seq = c2.isn.wrapping_add(1);
+    lab.send(c2.ack());
+    lab.send(c2.data(b"again"));
+    lab.settle();
+    let ack = lab.expect();
+    assert_eq!((ack.seq, ack.ack), (c2.ack, c2.seq));
+    assert_eq!(lab.stack.table().sockets[0].state, "ESTABLISHED");
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub struct TimeWait {
     pub expires: Instant,
     /// The sequence number after the peer's FIN.
     pub rcv_nxt: u32,
+    /// Our sequence number after our FIN: a connection that reuses the
+    /// 4-tuple starts above it (see `Conn::chosen_isn`).
+    pub snd_nxt: u32,
     /// The peer's most recent TSval, when timestamps are in use.
     pub ts_recent: Option<u32>,
     /// Our final ACK, ready to send again.
@@ -94,6 +97,7 @@ mod tests {
             id: SocketId(1),
             expires: Instant::from_secs(10),
             rcv_nxt: 5000,
+            snd_nxt: 9000,
             ts_recent: None,
             last_ack: None,
         }

@@ -344,6 +344,7 @@ impl NetStack {
                 nagle,
                 cookie: None,
                 seq_shift: 0,
+                chosen_isn: None,
             },
         );
         self.stats.sockets_created += 1;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use smoltcp::time::Instant;
 
+use super::ingress::Isn;
 use super::{NetStack, Owner, TimerKey};
 use crate::engine::driver::Engine;
 use crate::observe::event::{Closer, Event, RstReason};
@@ -114,8 +115,14 @@ impl NetStack {
         }
         let cookie = seg.ack_number.wrapping_sub(1);
         let (syn, syn_packet) = syncookie::rebuilt_syn(seg, accepted.mss);
-        if let Some(id) = self.open_passive(now, listener_id, made, &syn, &syn_packet, Some(cookie))
-        {
+        if let Some(id) = self.open_passive(
+            now,
+            listener_id,
+            made,
+            &syn,
+            &syn_packet,
+            Isn::Cookie(cookie),
+        ) {
             // The engine's SYN-ACK now, also within a batch (where it would
             // wait for the batch's end): it tells the shift the ACK needs.
             self.egress(now, id);

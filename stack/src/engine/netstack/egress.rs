@@ -138,6 +138,15 @@ impl NetStack {
                     c.cookie = None;
                     sent_before = true;
                 }
+                // A reused TIME-WAIT 4-tuple: the SYN-ACK leaves, from the
+                // ISN chosen for it.
+                if let Some(isn) = c.chosen_isn
+                    && let Some(f) = segment::outbound(&packet)
+                    && f.syn
+                {
+                    c.seq_shift = isn.wrapping_sub(f.seq_end.wrapping_sub(1));
+                    c.chosen_isn = None;
+                }
                 if c.seq_shift != 0 {
                     segment::shift_number(&mut packet, Number::Seq, c.seq_shift, false);
                 }

@@ -123,6 +123,18 @@ impl NetStack {
 
     /// A SYN for a 4-tuple with no connection.
     pub(super) fn on_syn(&mut self, now: Instant, seg: &Segment, packet: &[u8]) {
+        self.on_syn_with(now, seg, packet, None);
+    }
+
+    /// [`NetStack::on_syn`], with the ISN the new connection must start
+    /// from if it is made (`Conn::chosen_isn`).
+    pub(super) fn on_syn_with(
+        &mut self,
+        now: Instant,
+        seg: &Segment,
+        packet: &[u8],
+        isn: Option<u32>,
+    ) {
         let quad = seg.quad;
         let Some(listener_id) = self.listeners.pick(&quad) else {
             self.answer_without_socket(now, seg, packet, RstReason::NoListener);
@@ -191,12 +203,13 @@ impl NetStack {
                 return;
             }
         };
-        self.open_passive(now, listener_id, (sockets, handle), seg, packet, None);
+        let isn = isn.map_or(Isn::Engine, Isn::Chosen);
+        self.open_passive(now, listener_id, (sockets, handle), seg, packet, isn);
     }
 
     /// A new socket for the 4-tuple of `seg` (a SYN, real or rebuilt from a
-    /// cookie: then `cookie` is the ISN the peer was given), in `listener`'s
-    /// SYN queue, and the SYN delivered to it.
+    /// cookie), in `listener`'s SYN queue, and the SYN delivered to it;
+    /// `isn` says whose ISN the peer sees.
     pub(super) fn open_passive(
         &mut self,
         now: Instant,
@@ -204,8 +217,13 @@ impl NetStack {
         (mut sockets, handle): (ConnSockets, SocketHandle),
         seg: &Segment,
         packet: &[u8],
-        cookie: Option<u32>,
+        isn: Isn,
     ) -> Option<SocketId> {
+        let (cookie, chosen_isn) = match isn {
+            Isn::Engine => (None, None),
+            Isn::Cookie(c) => (Some(c), None),
+            Isn::Chosen(i) => (None, Some(i)),
+        };
         let quad = seg.quad;
         let port = quad.local.port();
         let listener_addr = self.listeners.get(listener_id)?.local;
@@ -253,6 +271,7 @@ impl NetStack {
                 nagle,
                 cookie,
                 seq_shift: 0,
+                chosen_isn,
             },
         );
         if let Some(l) = self.listeners.get_mut(listener_id) {
@@ -411,12 +430,14 @@ impl NetStack {
         let quad = seg.quad;
         match action {
             timewait::Action::Reuse => {
+                let mut isn = None;
                 if let Some(tw) = self.demux.remove_time_wait(&quad) {
                     self.timers.set(TimerKey::TimeWait(quad), None);
                     self.stats.time_wait_reused += 1;
                     self.emit(now, Event::TimeWaitReused { id: tw.id, quad });
+                    isn = Some(tw.snd_nxt.wrapping_add(65537));
                 }
-                self.on_syn(now, seg, packet);
+                self.on_syn_with(now, seg, packet, isn);
             }
             timewait::Action::Ack => {
                 let expires = now + self.cfg.time_wait;
@@ -441,6 +462,17 @@ impl NetStack {
             timewait::Action::Ignore => {}
         }
     }
+}
+
+/// Whose initial sequence number a passive connection shows the peer.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Isn {
+    /// The engine's own.
+    Engine,
+    /// The SYN cookie the peer was given (its SYN-ACK already left).
+    Cookie(u32),
+    /// One chosen for it: a reused TIME-WAIT 4-tuple's (`Conn::chosen_isn`).
+    Chosen(u32),
 }
 
 /// A segment as a connection's engine sees it: its acknowledgment moved

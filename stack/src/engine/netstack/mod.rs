@@ -157,6 +157,12 @@ struct Conn {
     /// acknowledgments on the way in: the cookie minus the engine's ISN
     /// (0 for every connection not made from a cookie). See `syncookie`.
     seq_shift: u32,
+    /// The ISN the peer must see where the engine's own (a random number)
+    /// will not do: a connection that reuses a TIME-WAIT 4-tuple starts
+    /// above the old connection's sequence space, as Linux does (its old
+    /// `snd_nxt` + 65537), so that the peer cannot take an old duplicate for
+    /// new data (RFC 6191). Taken, as a shift, when its SYN-ACK leaves.
+    chosen_isn: Option<u32>,
 }
 
 impl Conn {

@@ -64,16 +64,16 @@ impl NetStack {
             return;
         };
         let last_ack = conn.last_ack.take();
-        let rcv_nxt = last_ack
-            .as_deref()
-            .and_then(segment::outbound)
-            .map_or(0, |o| o.ack_number);
+        let last = last_ack.as_deref().and_then(segment::outbound);
+        let rcv_nxt = last.as_ref().map_or(0, |o| o.ack_number);
+        let snd_nxt = last.as_ref().map_or(0, |o| o.seq_end);
         let expires = now + self.cfg.time_wait;
         let quad = conn.quad;
         let record = TimeWait {
             id,
             expires,
             rcv_nxt,
+            snd_nxt,
             ts_recent: conn.peer_tsval,
             last_ack,
         };
