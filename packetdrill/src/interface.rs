@@ -269,6 +269,12 @@ fn guard(what: &str, f: impl FnOnce() -> i64) -> i64 {
     }
 }
 
+/// One entry point: `f` on the [`Shared`], a panic caught, and the answer
+/// as C's return value and `errno`.
+fn entry<T: Into<i64>>(s: &Shared, what: &str, f: impl FnOnce(&Shared) -> Result<T>) -> i64 {
+    guard(what, || ret(f(s)))
+}
+
 /// The [`Shared`] behind packetdrill's `userdata`.
 ///
 /// # Safety
@@ -477,8 +483,9 @@ unsafe extern "C" fn pd_free(ud: Ud) {
 unsafe extern "C" fn pd_socket(ud: Ud, domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     // SAFETY (every entry point): `ud` is ours, pointers are packetdrill's
     // and valid for the lengths it passes.
-    let s = unsafe { shared(ud) };
-    guard("socket", || ret(s.call(|h| h.socket(domain, ty, protocol)))) as c_int
+    entry(unsafe { shared(ud) }, "socket", |s| {
+        s.call(|h| h.socket(domain, ty, protocol))
+    }) as c_int
 }
 
 unsafe extern "C" fn pd_bind(
@@ -487,18 +494,16 @@ unsafe extern "C" fn pd_bind(
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
 ) -> c_int {
-    let s = unsafe { shared(ud) };
-    guard("bind", || {
-        ret(unsafe { read_addr(addr, len) }
+    entry(unsafe { shared(ud) }, "bind", |s| {
+        unsafe { read_addr(addr, len) }
             .and_then(|a| s.call(|h| h.bind(fd, a)))
-            .map(|()| 0))
+            .map(|()| 0)
     }) as c_int
 }
 
 unsafe extern "C" fn pd_listen(ud: Ud, fd: c_int, backlog: c_int) -> c_int {
-    let s = unsafe { shared(ud) };
-    guard("listen", || {
-        ret(s.call(|h| h.listen(fd, backlog)).map(|()| 0))
+    entry(unsafe { shared(ud) }, "listen", |s| {
+        s.call(|h| h.listen(fd, backlog)).map(|()| 0)
     }) as c_int
 }
 
@@ -508,14 +513,12 @@ unsafe extern "C" fn pd_accept(
     addr: *mut libc::sockaddr,
     len: *mut libc::socklen_t,
 ) -> c_int {
-    let s = unsafe { shared(ud) };
-    guard("accept", || {
-        ret(s
-            .blocking(Wait::Fd(fd), "accept", None, |h| h.accept(fd))
+    entry(unsafe { shared(ud) }, "accept", |s| {
+        s.blocking(Wait::Fd(fd), "accept", None, |h| h.accept(fd))
             .map(|(new, peer)| {
                 unsafe { write_addr(peer, addr, len) };
                 new
-            }))
+            })
     }) as c_int
 }
 
@@ -550,21 +553,19 @@ fn receive(
 }
 
 unsafe extern "C" fn pd_read(ud: Ud, fd: c_int, buf: *mut c_void, n: usize) -> isize {
-    let s = unsafe { shared(ud) };
-    guard("read", || {
-        ret(unsafe { bytes_mut(buf, n) }
+    entry(unsafe { shared(ud) }, "read", |s| {
+        unsafe { bytes_mut(buf, n) }
             .and_then(|b| receive(s, fd, b, false))
-            .map(|(n, _)| n as i64))
+            .map(|(n, _)| n as i64)
     }) as isize
 }
 
 unsafe extern "C" fn pd_recv(ud: Ud, fd: c_int, buf: *mut c_void, n: usize, flags: c_int) -> isize {
-    let s = unsafe { shared(ud) };
-    guard("recv", || {
-        ret(msg_flags(flags).and_then(|dontwait| {
+    entry(unsafe { shared(ud) }, "recv", |s| {
+        msg_flags(flags).and_then(|dontwait| {
             let b = unsafe { bytes_mut(buf, n) }?;
             receive(s, fd, b, dontwait).map(|(n, _)| n as i64)
-        }))
+        })
     }) as isize
 }
 
@@ -577,23 +578,21 @@ unsafe extern "C" fn pd_recvfrom(
     addr: *mut libc::sockaddr,
     len: *mut libc::socklen_t,
 ) -> isize {
-    let s = unsafe { shared(ud) };
-    guard("recvfrom", || {
-        ret(msg_flags(flags).and_then(|dontwait| {
+    entry(unsafe { shared(ud) }, "recvfrom", |s| {
+        msg_flags(flags).and_then(|dontwait| {
             let b = unsafe { bytes_mut(buf, n) }?;
             let (n, from) = receive(s, fd, b, dontwait)?;
             if let Some(from) = from {
                 unsafe { write_addr(from, addr, len) };
             }
             Ok(n as i64)
-        }))
+        })
     }) as isize
 }
 
 unsafe extern "C" fn pd_readv(ud: Ud, fd: c_int, iov: *const libc::iovec, n: c_int) -> isize {
-    let s = unsafe { shared(ud) };
-    guard("readv", || {
-        ret(unsafe { iovecs(iov, n) }.and_then(|iov| {
+    entry(unsafe { shared(ud) }, "readv", |s| {
+        unsafe { iovecs(iov, n) }.and_then(|iov| {
             // The first buffer may block; the rest take what is there.
             let mut total = 0i64;
             for (i, v) in iov.iter().enumerate() {
@@ -612,7 +611,7 @@ unsafe extern "C" fn pd_readv(ud: Ud, fd: c_int, iov: *const libc::iovec, n: c_i
                 }
             }
             Ok(total)
-        }))
+        })
     }) as isize
 }
 
@@ -631,11 +630,10 @@ fn transmit(
 }
 
 unsafe extern "C" fn pd_write(ud: Ud, fd: c_int, buf: *const c_void, n: usize) -> isize {
-    let s = unsafe { shared(ud) };
-    guard("write", || {
-        ret(unsafe { bytes(buf, n) }
+    entry(unsafe { shared(ud) }, "write", |s| {
+        unsafe { bytes(buf, n) }
             .and_then(|b| transmit(s, fd, b, None, false))
-            .map(|n| n as i64))
+            .map(|n| n as i64)
     }) as isize
 }
 
@@ -646,12 +644,11 @@ unsafe extern "C" fn pd_send(
     n: usize,
     flags: c_int,
 ) -> isize {
-    let s = unsafe { shared(ud) };
-    guard("send", || {
-        ret(msg_flags(flags).and_then(|dontwait| {
+    entry(unsafe { shared(ud) }, "send", |s| {
+        msg_flags(flags).and_then(|dontwait| {
             let b = unsafe { bytes(buf, n) }?;
             transmit(s, fd, b, None, dontwait).map(|n| n as i64)
-        }))
+        })
     }) as isize
 }
 
@@ -664,9 +661,8 @@ unsafe extern "C" fn pd_sendto(
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
 ) -> isize {
-    let s = unsafe { shared(ud) };
-    guard("sendto", || {
-        ret(msg_flags(flags).and_then(|dontwait| {
+    entry(unsafe { shared(ud) }, "sendto", |s| {
+        msg_flags(flags).and_then(|dontwait| {
             let b = unsafe { bytes(buf, n) }?;
             let to = if addr.is_null() {
                 None
@@ -674,38 +670,38 @@ unsafe extern "C" fn pd_sendto(
                 Some(unsafe { read_addr(addr, len) }?)
             };
             transmit(s, fd, b, to, dontwait).map(|n| n as i64)
-        }))
+        })
     }) as isize
 }
 
 unsafe extern "C" fn pd_writev(ud: Ud, fd: c_int, iov: *const libc::iovec, n: c_int) -> isize {
-    let s = unsafe { shared(ud) };
-    guard("writev", || {
-        ret(unsafe { iovecs(iov, n) }.and_then(|iov| {
+    entry(unsafe { shared(ud) }, "writev", |s| {
+        unsafe { iovecs(iov, n) }.and_then(|iov| {
             // One write of the buffers joined: what Linux's writev queues.
             let mut data = Vec::new();
             for v in iov {
                 data.extend_from_slice(unsafe { bytes(v.iov_base, v.iov_len) }?);
             }
             transmit(s, fd, &data, None, false).map(|n| n as i64)
-        }))
+        })
     }) as isize
 }
 
 unsafe extern "C" fn pd_fcntl(ud: Ud, fd: c_int, cmd: c_int, arg: c_long) -> c_int {
-    let s = unsafe { shared(ud) };
-    guard("fcntl", || ret(s.call(|h| h.fcntl(fd, cmd, arg)))) as c_int
+    entry(unsafe { shared(ud) }, "fcntl", |s| {
+        s.call(|h| h.fcntl(fd, cmd, arg))
+    }) as c_int
 }
 
 unsafe extern "C" fn pd_close(ud: Ud, fd: c_int) -> c_int {
-    let s = unsafe { shared(ud) };
-    guard("close", || ret(s.call(|h| h.close(fd)).map(|()| 0))) as c_int
+    entry(unsafe { shared(ud) }, "close", |s| {
+        s.call(|h| h.close(fd)).map(|()| 0)
+    }) as c_int
 }
 
 unsafe extern "C" fn pd_shutdown(ud: Ud, fd: c_int, how: c_int) -> c_int {
-    let s = unsafe { shared(ud) };
-    guard("shutdown", || {
-        ret(s.call(|h| h.shutdown(fd, how)).map(|()| 0))
+    entry(unsafe { shared(ud) }, "shutdown", |s| {
+        s.call(|h| h.shutdown(fd, how)).map(|()| 0)
     }) as c_int
 }
 
@@ -810,13 +806,12 @@ unsafe extern "C" fn pd_poll(
 }
 
 unsafe extern "C" fn pd_netdev_send(ud: Ud, buf: *const c_void, n: usize) -> c_int {
-    let s = unsafe { shared(ud) };
-    s.on_main();
-    guard("netdev_send", || {
-        ret(unsafe { bytes(buf, n) }.map(|p| {
+    unsafe { shared(ud) }.on_main();
+    entry(unsafe { shared(ud) }, "netdev_send", |s| {
+        unsafe { bytes(buf, n) }.map(|p| {
             s.call(|h| h.inject(p));
             0
-        }))
+        })
     }) as c_int
 }
 
