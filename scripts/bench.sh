@@ -25,9 +25,12 @@
 #              of the portlab process per request
 #   memory     resident and virtual size per idle connection, at 10,000
 #   page       the live page / keep-alive with 1 and 50 connections (wrk
-#              --latency), /connections.json beside the largest number of
-#              idle connections, and / loaded in headless Chromium: against
-#              nginx serving the same bytes as a static file
+#              --latency; portlab as started by default, with --offload, and
+#              with --model event-loop --offload, one thread as nginx),
+#              /connections.json beside the largest number of idle
+#              connections, and / loaded in headless Chromium: against nginx
+#              serving the same bytes (the page as portlab served it under
+#              that load) as a static file
 #
 # Placement: portlab (and every kernel-side server) is pinned to CPU 0, the
 # load generator to CPU 1 (taskset), when the machine has two CPUs. The kernel
@@ -152,6 +155,10 @@ offloads() {
     ip netns exec "$NS_KC" ethtool -K pbench1 tso "$1" gso "$1" gro "$1" >/dev/null 2>&1
 }
 mkdir -p "$LAB_TMP/www" "$LAB_TMP/nginx"
+# nginx's workers run as nobody, and mktemp made $LAB_TMP for root alone:
+# without this every answer of nginx was a 153-byte 403 Forbidden, which
+# is what its rows measured until 2026-12-06.
+chmod 755 "$LAB_TMP"
 # About the size of portlab's /you page.
 head -c 300 /dev/zero | tr '\0' 'x' >"$LAB_TMP/www/you"
 cat >"$LAB_TMP/nginx/nginx.conf" <<EOF
@@ -180,6 +187,16 @@ in_ks iperf3 -s -B "$K_ADDR" >/dev/null 2>&1 &
 LAB_PIDS+=($!)
 wait_http "$NS_KC" "http://$K_ADDR/you" "$LAB_TMP/nginx/error.log" nginx
 wait_http "$NS_KC" "http://$K_ADDR:8080/you" "$LAB_TMP/kernel-serve.log" "portlab kernel-serve"
+# nginx_serves FILE: nginx answers /FILE with 200 and exactly the file's
+# bytes, or the run stops (a comparator that serves an error page is no
+# comparator).
+nginx_serves() {
+    local want got
+    want="200 $(stat -c %s "$LAB_TMP/www/$1")"
+    got=$(ip netns exec "$NS_KC" curl -s -m 5 -o /dev/null -w '%{http_code} %{size_download}' "http://$K_ADDR/$1")
+    [ "$got" = "$want" ] || die "nginx answered /$1 with '$got', not '$want' (status, bytes): see $LAB_TMP/nginx/error.log"
+}
+nginx_serves you
 portlab_bench_start
 
 # client NS CMD...: the load generator, pinned.
@@ -235,7 +252,10 @@ t = sys.stdin.read()
 rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
 p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", t, re.M)
 ms = float(p50.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[p50.group(2)] if p50 else 0
-print(f"{float(rps.group(1)) if rps else 0:.0f} {ms:.3f}")'
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+if bad:
+    sys.exit(f"error: {bad.group(1)} answers were not 2xx: {sys.argv[1]}")
+print(f"{float(rps.group(1)) if rps else 0:.0f} {ms:.3f}")' "$2"
 }
 
 # The live page (issue #18): portlab's / against nginx serving the very same
@@ -247,28 +267,49 @@ ip netns exec "$NS_PO" taskset -c "$SERVER_CPU" "$PORTLAB_BIN" --log-level warn 
 OFFLOAD_PID=$!
 LAB_PIDS+=("$OFFLOAD_PID")
 wait_http "$NS_PO" "http://$P_ADDR/you" "$LAB_TMP/portlab-offload.log" "portlab --offload"
+# And the page served as nginx serves it: one thread, an event loop, with
+# segmentation offload (portlab --model event-loop --offload), for this part only.
+NS_PE=portlab-bench-evloop
+lab_ns "$NS_PE"
+ip netns exec "$NS_PE" taskset -c "$SERVER_CPU" "$PORTLAB_BIN" --log-level warn serve \
+    --udp-port 0 --model event-loop --offload >"$LAB_TMP/portlab-evloop.log" 2>&1 &
+EVLOOP_PID=$!
+LAB_PIDS+=("$EVLOOP_PID")
+wait_http "$NS_PE" "http://$P_ADDR/you" "$LAB_TMP/portlab-evloop.log" "portlab --model event-loop --offload"
 echo "== the live page: / keep-alive with 1 and 50 connections, and in Chromium (${ROUNDS} x ${DURATION} s)"
-ip netns exec "$NS_P" curl -s -m 5 -o "$LAB_TMP/www/page.html" "http://$P_ADDR/"
-echo "   the page: $(stat -c %s "$LAB_TMP/www/page.html") bytes (nginx serves the same bytes as /page.html)"
 for c in 1 50; do
-    p=() n=() pl=() nl=() po=()
+    # The page as portlab serves it under this load (with 50 connections
+    # it lists 50 more rows), for nginx to serve as /page.html.
+    client "$NS_P" wrk -t1 -c"$c" -d2s "http://$P_ADDR/" >/dev/null 2>&1 &
+    sleep 1
+    ip netns exec "$NS_P" curl -s -m 5 -o "$LAB_TMP/www/page.html" "http://$P_ADDR/"
+    wait $!
+    nginx_serves page.html
+    record "page.c$c.bytes" "$(stat -c %s "$LAB_TMP/www/page.html")"
+    echo "   the page with $c connection(s): $(stat -c %s "$LAB_TMP/www/page.html") bytes (nginx serves the same bytes as /page.html)"
+    p=() n=() pl=() nl=() po=() pe=()
     for r in $(seq "$ROUNDS"); do
         read -r rps ms < <(wrk_latency "$NS_P" "http://$P_ADDR/" "$c")
         p+=("$rps") pl+=("$ms")
         read -r rps ms < <(wrk_latency "$NS_PO" "http://$P_ADDR/" "$c")
         po+=("$rps")
+        read -r rps ms < <(wrk_latency "$NS_PE" "http://$P_ADDR/" "$c")
+        pe+=("$rps")
         read -r rps ms < <(wrk_latency "$NS_KC" "http://$K_ADDR/page.html" "$c")
         n+=("$rps") nl+=("$ms")
     done
     record "page.c$c.portlab" "$(printf '%s\n' "${p[@]}" | median)"
     record "page.c$c.nginx" "$(printf '%s\n' "${n[@]}" | median)"
     record "page.c$c.portlab_offload" "$(printf '%s\n' "${po[@]}" | median)"
+    record "page.c$c.portlab_evloop" "$(printf '%s\n' "${pe[@]}" | median)"
     record "page.c$c.p50.portlab" "$(printf '%s\n' "${pl[@]}" | median)"
     record "page.c$c.p50.nginx" "$(printf '%s\n' "${nl[@]}" | median)"
-    echo "   $c connection(s): portlab ${p[*]} req/s (p50 ${pl[*]} ms); portlab --offload ${po[*]} req/s; nginx ${n[*]} req/s (p50 ${nl[*]} ms)"
+    echo "   $c connection(s): portlab ${p[*]} req/s (p50 ${pl[*]} ms); portlab --offload ${po[*]} req/s; portlab --model event-loop --offload ${pe[*]} req/s; nginx ${n[*]} req/s (p50 ${nl[*]} ms)"
 done
 if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
     LOADS=$([ "$QUICK" = 1 ] && echo 5 || echo 20)
+    ip netns exec "$NS_P" curl -s -m 5 -o "$LAB_TMP/www/page.html" "http://$P_ADDR/"
+    nginx_serves page.html
     pm=$(ip netns exec "$NS_P" timeout 120 python3 "$PORTLAB_ROOT/scripts/lib/cdp.py" load "http://$P_ADDR/" "$LOADS" | json_field median_ms)
     nm=$(ip netns exec "$NS_KC" timeout 120 python3 "$PORTLAB_ROOT/scripts/lib/cdp.py" load "http://$K_ADDR/page.html" "$LOADS" | json_field median_ms)
     record page.load.portlab "${pm:-0}"
@@ -277,6 +318,7 @@ if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; the
 else
     die "chromium is missing: apt-get install chromium"
 fi
+stop_pid "$EVLOOP_PID"
 
 echo "== latency: 1-byte ping-pong, $PINGS round trips"
 p50=() p99=() k50=() k99=()
@@ -412,6 +454,7 @@ flat_cost() {
             # /connections.json with one connection beside the idle ones,
             # against nginx serving a file of the same bytes.
             client "$ns" curl -s -m 5 -o "$LAB_TMP/www/connections.json" "http://$addr/connections.json"
+            nginx_serves connections.json
             local jp=() jn=() jpl=() jnl=() js jms
             for r in $(seq "$ROUNDS"); do
                 read -r js jms < <(wrk_latency "$ns" "http://$addr/connections.json" 1)
@@ -478,11 +521,13 @@ rows.append({"workload": f"CPU per GiB, kernel -> stack at a fixed {fixed_gbit:g
              "target": None, "meets": None})
 row("keep-alive GET, 50 connections", r["keepalive.portlab"], "same server, kernel sockets", r["keepalive.kernel"], 0.6, unit="req/s")
 row("new connection per request, 50 at a time", r["newconn.portlab"], "same server, kernel sockets", r["newconn.kernel"], 0.5, unit="req/s")
-row("/ (the live page) keep-alive, 1 connection", r["page.c1.portlab"], "nginx, the same bytes as a file", r["page.c1.nginx"], 0.5, unit="req/s")
+row(f"/ (the live page, {int(r['page.c1.bytes'])} bytes) keep-alive, 1 connection", r["page.c1.portlab"], "nginx, the same bytes as a file", r["page.c1.nginx"], 0.5, unit="req/s")
 row("/ keep-alive, 1 connection: p50", r["page.c1.p50.portlab"], "target 2 ms", 2.0, 1.0, False, "ms")
-row("/ (the live page) keep-alive, 50 connections", r["page.c50.portlab"], "nginx, the same bytes as a file", r["page.c50.nginx"], 0.5, unit="req/s")
+row(f"/ (the live page, {int(r['page.c50.bytes'])} bytes) keep-alive, 50 connections", r["page.c50.portlab"], "nginx, the same bytes as a file", r["page.c50.nginx"], 0.5, unit="req/s")
 row("/ keep-alive, 1 connection, portlab --offload", r["page.c1.portlab_offload"], "nginx, the same bytes as a file", r["page.c1.nginx"], 0.5, unit="req/s")
 row("/ keep-alive, 50 connections, portlab --offload", r["page.c50.portlab_offload"], "nginx, the same bytes as a file", r["page.c50.nginx"], 0.5, unit="req/s")
+row("/ keep-alive, 1 connection, portlab --model event-loop --offload", r["page.c1.portlab_evloop"], "nginx, the same bytes as a file", r["page.c1.nginx"], 0.5, unit="req/s")
+row("/ keep-alive, 50 connections, portlab --model event-loop --offload", r["page.c50.portlab_evloop"], "nginx, the same bytes as a file", r["page.c50.nginx"], 0.5, unit="req/s")
 row(f"/connections.json, 1 connection beside {big} idle", r["json.portlab"], f"nginx, the same {int(r['json.bytes'])} bytes as a file", r["json.nginx"], 0.5, unit="req/s")
 rows.append({"workload": "/ loaded in headless Chromium (median)", "portlab": r["page.load.portlab"],
              "comparator": "nginx, the same bytes as a file", "comparator_value": r["page.load.nginx"], "unit": "ms",
