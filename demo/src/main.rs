@@ -24,6 +24,7 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    keep_freed_heap();
     init_logging(cli.log_level.as_deref());
     if let Err(e) = signals::block() {
         eprintln!("portlab: cannot set up signal handling: {e}");
@@ -35,6 +36,21 @@ fn main() -> ExitCode {
             eprintln!("portlab: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Lets glibc keep up to 8 MiB of freed memory at the top of the heap
+/// instead of handing it back to the kernel as soon as 128 KiB are free.
+/// Every response allocates and frees a few buffers of tens of KB (the page,
+/// the response, a GSO packet); with the default, each request gave them back
+/// and took them again as fresh zeroed pages, and the page faults were 17% of
+/// the CPU the event-loop model spent on `/` with 50 connections (19,988 ->
+/// 26,896 req/s with this).
+fn keep_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a malloc parameter; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
     }
 }
 
