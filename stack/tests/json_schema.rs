@@ -226,8 +226,8 @@ fn socket(
         quad: q,
         state,
         owner,
-        accepted_by: by.map(String::from),
-        served_by: by.map(|b| format!("{b} \"x\"")),
+        accepted_by: by.map(Into::into),
+        served_by: by.map(|b| format!("{b} \"x\"").into()),
         recv_queue: 5,
         send_queue: 4400,
     }

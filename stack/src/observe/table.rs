@@ -9,6 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 /// The engine's TCP states, as the index takes them.
@@ -91,10 +92,10 @@ pub struct SocketInfo {
     /// Where it is: `syn queue`, `accept queue`, `application`, `closing`, `time-wait`.
     pub owner: &'static str,
     /// The thread that accepted it, when the application named one.
-    pub accepted_by: Option<String>,
+    pub accepted_by: Option<Arc<str>>,
     /// The thread (or worker) serving it, when the application said so;
     /// otherwise the accepting thread.
-    pub served_by: Option<String>,
+    pub served_by: Option<Arc<str>>,
     /// Bytes waiting to be read / to be acknowledged.
     pub recv_queue: usize,
     pub send_queue: usize,
@@ -664,8 +665,8 @@ impl Serialize for SocketInfo {
         m.serialize_entry("remote", &Shown(self.quad.remote))?;
         m.serialize_entry("state", self.state)?;
         m.serialize_entry("owner", self.owner)?;
-        m.serialize_entry("accepted_by", &self.accepted_by)?;
-        m.serialize_entry("served_by", &self.served_by)?;
+        m.serialize_entry("accepted_by", &self.accepted_by.as_deref())?;
+        m.serialize_entry("served_by", &self.served_by.as_deref())?;
         m.serialize_entry("recv_q", &self.recv_queue)?;
         m.serialize_entry("send_q", &self.send_queue)?;
         m.end()

@@ -20,6 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
@@ -47,7 +48,7 @@ pub struct UdpSock {
     pub received: u64,
     pub sent: u64,
     /// The thread reading it, when the application said so.
-    pub served_by: Option<String>,
+    pub served_by: Option<Arc<str>>,
     /// The one peer it talks to, once connected.
     pub peer: Option<SocketAddr>,
     senders: HashSet<SocketAddr>,

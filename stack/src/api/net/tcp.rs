@@ -131,10 +131,7 @@ impl TcpStream {
     /// Names the thread or worker serving this connection in the
     /// connection table (the accepting thread is named automatically).
     pub fn set_served_by(&self, name: &str) {
-        self.shared
-            .lock()
-            .net
-            .set_served_by(self.id, name.to_string());
+        self.shared.lock().net.set_served_by(self.id, name);
     }
 
     /// Reads block at most this long, then fail with `TimedOut`.

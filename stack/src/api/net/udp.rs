@@ -46,10 +46,7 @@ impl UdpSocket {
 
     /// Names the thread reading this socket in the connection table.
     pub fn set_served_by(&self, name: &str) {
-        self.shared
-            .lock()
-            .net
-            .set_served_by(self.id, name.to_string());
+        self.shared.lock().net.set_served_by(self.id, name);
     }
 
     /// Connects the socket to `peer`: it then receives only from `peer`

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use smoltcp::socket::tcp::{self, State as TcpState};
 use smoltcp::time::Instant;
@@ -213,7 +214,7 @@ impl NetStack {
             }
         };
         conn.owner = Owner::App;
-        conn.accepted_by = by.clone();
+        conn.accepted_by = by.as_deref().map(Arc::from);
         let quad = conn.quad;
         let queued_us = (now - queued_at).total_micros();
         self.emit(
@@ -384,11 +385,12 @@ impl NetStack {
     }
 
     /// Records which thread or worker serves the connection (for the table).
-    pub fn set_served_by(&mut self, id: SocketId, name: String) {
+    pub fn set_served_by(&mut self, id: SocketId, name: &str) {
+        let name = Some(Arc::from(name));
         if let Some(c) = self.conns.get_mut(&id) {
-            c.served_by = Some(name);
+            c.served_by = name;
         } else if let Some(u) = self.udp.get_mut(id) {
-            u.served_by = Some(name);
+            u.served_by = name;
         }
     }
 

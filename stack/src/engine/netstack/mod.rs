@@ -61,6 +61,7 @@ mod udp;
 mod view;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State as TcpState};
@@ -132,8 +133,8 @@ struct Conn {
     /// Our last segment once we are closing: re-sent from TIME-WAIT.
     last_ack: Option<Vec<u8>>,
     read_closed: bool,
-    accepted_by: Option<String>,
-    served_by: Option<String>,
+    accepted_by: Option<Arc<str>>,
+    served_by: Option<Arc<str>>,
     /// When the application let go of it (see `NetConfig::orphan_timeout`).
     orphaned_at: Option<Instant>,
     /// What our last segment acknowledged and advertised (for the
