@@ -26,7 +26,8 @@
 #   memory     resident and virtual size per idle connection, at 10,000
 #   page       the live page / keep-alive with 1 and 50 connections (wrk
 #              --latency; portlab as started by default, with --offload, and
-#              with --model event-loop --offload, one thread as nginx),
+#              with --model event-loop, one thread as nginx, with and
+#              without --offload),
 #              /connections.json beside the largest number of idle
 #              connections, and / loaded in headless Chromium: against nginx
 #              serving the same bytes (the page as portlab served it under
@@ -279,6 +280,15 @@ ip netns exec "$NS_PE" taskset -c "$SERVER_CPU" "$PORTLAB_BIN" --log-level warn 
 EVLOOP_PID=$!
 LAB_PIDS+=("$EVLOOP_PID")
 wait_http "$NS_PE" "http://$P_ADDR/you" "$LAB_TMP/portlab-evloop.log" "portlab --model event-loop --offload"
+# And one thread without offload (1500-byte segments, one TUN write each),
+# against nginx with the veth's offloads off: the same serving model and the
+# same segments on both sides.
+NS_PS=portlab-bench-evloop-seg
+lab_ns "$NS_PS"
+ip netns exec "$NS_PS" taskset -c "$SERVER_CPU" "$PORTLAB_BIN" --log-level warn serve \
+    --udp-port 0 --model event-loop >"$LAB_TMP/portlab-evloop-seg.log" 2>&1 &
+LAB_PIDS+=($!)
+wait_http "$NS_PS" "http://$P_ADDR/you" "$LAB_TMP/portlab-evloop-seg.log" "portlab --model event-loop"
 echo "== the live page: / keep-alive with 1 and 50 connections, and in Chromium (${ROUNDS} x ${DURATION} s)"
 for c in 1 50; do
     # The page as portlab serves it under this load (with 50 connections
@@ -290,7 +300,7 @@ for c in 1 50; do
     nginx_serves page.html
     record "page.c$c.bytes" "$(stat -c %s "$LAB_TMP/www/page.html")"
     echo "   the page with $c connection(s): $(stat -c %s "$LAB_TMP/www/page.html") bytes (nginx serves the same bytes as /page.html)"
-    p=() n=() pl=() nl=() po=() pe=() nf=()
+    p=() n=() pl=() nl=() po=() pe=() ps=() nf=()
     for r in $(seq "$ROUNDS"); do
         read -r rps ms < <(wrk_latency "$NS_P" "http://$P_ADDR/" "$c")
         p+=("$rps") pl+=("$ms")
@@ -298,6 +308,8 @@ for c in 1 50; do
         po+=("$rps")
         read -r rps ms < <(wrk_latency "$NS_PE" "http://$P_ADDR/" "$c")
         pe+=("$rps")
+        read -r rps ms < <(wrk_latency "$NS_PS" "http://$P_ADDR/" "$c")
+        ps+=("$rps")
         read -r rps ms < <(wrk_latency "$NS_KC" "http://$K_ADDR/page.html" "$c")
         n+=("$rps") nl+=("$ms")
         # And as portlab sends it by default: segments of 1500 bytes, the
@@ -312,9 +324,10 @@ for c in 1 50; do
     record "page.c$c.nginx_segments" "$(printf '%s\n' "${nf[@]}" | median)"
     record "page.c$c.portlab_offload" "$(printf '%s\n' "${po[@]}" | median)"
     record "page.c$c.portlab_evloop" "$(printf '%s\n' "${pe[@]}" | median)"
+    record "page.c$c.portlab_evloop_segments" "$(printf '%s\n' "${ps[@]}" | median)"
     record "page.c$c.p50.portlab" "$(printf '%s\n' "${pl[@]}" | median)"
     record "page.c$c.p50.nginx" "$(printf '%s\n' "${nl[@]}" | median)"
-    echo "   $c connection(s): portlab ${p[*]} req/s (p50 ${pl[*]} ms); portlab --offload ${po[*]} req/s; portlab --model event-loop --offload ${pe[*]} req/s; nginx ${n[*]} req/s (p50 ${nl[*]} ms), with the veth's offloads off ${nf[*]} req/s"
+    echo "   $c connection(s): portlab ${p[*]} req/s (p50 ${pl[*]} ms); portlab --offload ${po[*]} req/s; portlab --model event-loop --offload ${pe[*]} req/s; portlab --model event-loop ${ps[*]} req/s; nginx ${n[*]} req/s (p50 ${nl[*]} ms), with the veth's offloads off ${nf[*]} req/s"
 done
 if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
     LOADS=$([ "$QUICK" = 1 ] && echo 5 || echo 20)
@@ -550,6 +563,8 @@ for c in (1, 50):
               "nginx, the same bytes as a file, veth offloads on", r[f"page.c{c}.nginx"], "req/s")
 row("/ keep-alive, 1 connection, portlab --offload", r["page.c1.portlab_offload"], "nginx, the same bytes as a file, veth offloads on", r["page.c1.nginx"], 0.5, unit="req/s")
 row("/ keep-alive, 50 connections, portlab --offload", r["page.c50.portlab_offload"], "nginx, the same bytes as a file, veth offloads on", r["page.c50.nginx"], 0.5, unit="req/s")
+row("/ keep-alive, 1 connection, portlab --model event-loop", r["page.c1.portlab_evloop_segments"], "nginx, the same bytes as a file, veth offloads off", r["page.c1.nginx_segments"], 0.5, unit="req/s")
+row("/ keep-alive, 50 connections, portlab --model event-loop", r["page.c50.portlab_evloop_segments"], "nginx, the same bytes as a file, veth offloads off", r["page.c50.nginx_segments"], 0.5, unit="req/s")
 row("/ keep-alive, 1 connection, portlab --model event-loop --offload", r["page.c1.portlab_evloop"], "nginx, the same bytes as a file, veth offloads on", r["page.c1.nginx"], 0.5, unit="req/s")
 row("/ keep-alive, 50 connections, portlab --model event-loop --offload", r["page.c50.portlab_evloop"], "nginx, the same bytes as a file, veth offloads on", r["page.c50.nginx"], 0.5, unit="req/s")
 row(f"/connections.json, 1 connection beside {big} idle", r["json.portlab"], f"nginx, the same {int(r['json.bytes'])} bytes as a file, veth offloads on", r["json.nginx"], 0.5, unit="req/s")
