@@ -266,29 +266,31 @@ print(f"{float(rps.group(1)) if rps else 0:.0f} {ms:.3f}")' "$2"
 # headless Chromium. nginx's veth has its offloads on here (the default),
 # and off for one more run each round, as portlab sends by default;
 # portlab --offload (also used by the bulk runs below) serves the page too.
-ip netns exec "$NS_PO" taskset -c "$SERVER_CPU" "$PORTLAB_BIN" --log-level warn serve \
-    --inetd --udp-port 0 --offload >"$LAB_TMP/portlab-offload.log" 2>&1 &
-OFFLOAD_PID=$!
-LAB_PIDS+=("$OFFLOAD_PID")
-wait_http "$NS_PO" "http://$P_ADDR/you" "$LAB_TMP/portlab-offload.log" "portlab --offload"
-# And the page served as nginx serves it: one thread, an event loop, with
-# segmentation offload (portlab --model event-loop --offload), for this part only.
+# page_server NS WHAT FLAGS...: `portlab serve FLAGS` pinned to the server
+# CPU in NS, waited for; sets PAGE_PID.
+page_server() {
+    local ns=$1 what=$2
+    shift 2
+    ip netns exec "$ns" taskset -c "$SERVER_CPU" "$PORTLAB_BIN" --log-level warn serve \
+        --udp-port 0 "$@" >"$LAB_TMP/$ns.log" 2>&1 &
+    PAGE_PID=$!
+    LAB_PIDS+=("$PAGE_PID")
+    wait_http "$ns" "http://$P_ADDR/you" "$LAB_TMP/$ns.log" "$what"
+}
+page_server "$NS_PO" "portlab --offload" --inetd --offload
+OFFLOAD_PID=$PAGE_PID
+# And the page served as nginx serves it, by one thread, an event loop, for
+# this part only: with segmentation offload against nginx with the veth's
+# offloads on; without (1500-byte segments, one TUN write each) against
+# nginx with them off, the same serving model and segments on both sides.
 NS_PE=portlab-bench-evloop
-lab_ns "$NS_PE"
-ip netns exec "$NS_PE" taskset -c "$SERVER_CPU" "$PORTLAB_BIN" --log-level warn serve \
-    --udp-port 0 --model event-loop --offload >"$LAB_TMP/portlab-evloop.log" 2>&1 &
-EVLOOP_PID=$!
-LAB_PIDS+=("$EVLOOP_PID")
-wait_http "$NS_PE" "http://$P_ADDR/you" "$LAB_TMP/portlab-evloop.log" "portlab --model event-loop --offload"
-# And one thread without offload (1500-byte segments, one TUN write each),
-# against nginx with the veth's offloads off: the same serving model and the
-# same segments on both sides.
 NS_PS=portlab-bench-evloop-seg
+lab_ns "$NS_PE"
 lab_ns "$NS_PS"
-ip netns exec "$NS_PS" taskset -c "$SERVER_CPU" "$PORTLAB_BIN" --log-level warn serve \
-    --udp-port 0 --model event-loop >"$LAB_TMP/portlab-evloop-seg.log" 2>&1 &
-LAB_PIDS+=($!)
-wait_http "$NS_PS" "http://$P_ADDR/you" "$LAB_TMP/portlab-evloop-seg.log" "portlab --model event-loop"
+page_server "$NS_PE" "portlab --model event-loop --offload" --model event-loop --offload
+EVLOOP_PID=$PAGE_PID
+page_server "$NS_PS" "portlab --model event-loop" --model event-loop
+EVLOOP_SEG_PID=$PAGE_PID
 echo "== the live page: / keep-alive with 1 and 50 connections, and in Chromium (${ROUNDS} x ${DURATION} s)"
 for c in 1 50; do
     # The page as portlab serves it under this load (with 50 connections
@@ -342,6 +344,7 @@ else
     die "chromium is missing: apt-get install chromium"
 fi
 stop_pid "$EVLOOP_PID"
+stop_pid "$EVLOOP_SEG_PID"
 
 echo "== latency: 1-byte ping-pong, $PINGS round trips"
 p50=() p99=() k50=() k99=()
