@@ -4,6 +4,8 @@
 //! most [`MAX_BODY`]; anything else is a `400`/`413`/`431` and the connection
 //! closes. The parser is pure (bytes in, request out) so it is easy to test.
 
+use std::io::Write as _;
+
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Largest request body accepted (and discarded).
@@ -179,7 +181,11 @@ impl Response {
 
     /// Head and body, ready for one write (one segment when it fits).
     pub fn to_bytes(&self, keep_alive: bool, head_only: bool) -> Vec<u8> {
-        let mut out = format!(
+        // The head is under 256 bytes: head and body in one allocation.
+        let body = if head_only { 0 } else { self.body.len() };
+        let mut out = Vec::with_capacity(256 + body);
+        let _ = write!(
+            out,
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
              Server: portlab\r\nConnection: {}\r\n\r\n",
             self.status,
@@ -187,8 +193,7 @@ impl Response {
             self.content_type,
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" }
-        )
-        .into_bytes();
+        );
         if !head_only {
             out.extend_from_slice(&self.body);
         }

@@ -376,21 +376,24 @@ pub fn html_escape(s: &str) -> String {
     o
 }
 
-/// Appends `s` with `&`, `<`, `>` and `"` escaped: one pass, and no copy of
-/// its own when nothing needs escaping (the page's rows rarely do).
+/// Appends `s` with `&`, `<`, `>` and `"` escaped: one pass over its bytes
+/// (all four are ASCII, so every cut is on a character boundary), and no
+/// copy of its own when nothing needs escaping (the page's rows rarely do).
 pub fn push_escaped(o: &mut String, s: &str) {
-    let mut rest = s;
-    while let Some(i) = rest.find(['&', '<', '>', '"']) {
-        o.push_str(&rest[..i]);
-        o.push_str(match rest.as_bytes()[i] {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
             b'&' => "&amp;",
             b'<' => "&lt;",
             b'>' => "&gt;",
-            _ => "&quot;",
-        });
-        rest = &rest[i + 1..];
+            b'"' => "&quot;",
+            _ => continue,
+        };
+        o.push_str(&s[start..i]);
+        o.push_str(escaped);
+        start = i + 1;
     }
-    o.push_str(rest);
+    o.push_str(&s[start..]);
 }
 
 /// Appends a number (without `fmt`'s machinery: a page writes hundreds).

@@ -484,7 +484,7 @@ impl TableIndex {
             .map(|(id, _)| *id)
             .peekable();
         let mut udp = theirs.iter().copied().peekable();
-        let mut page = Vec::new();
+        let mut page = Vec::with_capacity(q.limit.min(self.rows.len() + others.len()));
         let mut skipped = 0;
         while page.len() < q.limit {
             let next = match (tcp.peek(), udp.peek()) {
