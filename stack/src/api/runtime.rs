@@ -135,14 +135,13 @@ impl Sleepers {
         timeout: Option<Duration>,
     ) -> MutexGuard<'a, Inner> {
         self.asleep.fetch_add(1, Ordering::Relaxed);
-        let g = match timeout {
+        let mut g = match timeout {
             None => self.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
             Some(t) => match self.cv.wait_timeout(g, t) {
                 Ok((g, _)) => g,
                 Err(e) => e.into_inner().0,
             },
         };
-        let mut g = g;
         self.asleep.fetch_sub(1, Ordering::Relaxed);
         if self.counted.load(Ordering::Relaxed) > 0 {
             self.counted.fetch_sub(1, Ordering::Relaxed);
@@ -391,7 +390,7 @@ impl Shared {
     /// trip through the runtime thread (two context switches per request
     /// fewer); without a device of our own to write to, the runtime sends
     /// them. Nor while other threads have been woken and not run yet
-    /// ([`Inner::waking`]): they are about to queue responses of their own,
+    /// (`Inner::waking`): they are about to queue responses of their own,
     /// and the last of them to write (or the runtime) sends everything in
     /// one batch. Measured on one CPU, the live page with 50 keep-alive
     /// connections (a thread each), 8 rounds: 10,800 against 9,000 req/s

@@ -3,7 +3,9 @@
 //!
 //! The runtime thread moves packets in batches ([`super::packet_io`]); an
 //! application thread whose call produced packets (a `write` that sent
-//! segments) writes them itself, through [`super::tun::TunDevice::send_all`].
+//! segments) writes them itself, through [`super::tun::TunDevice::send_all`]
+//! (with whatever else its caller hands it: at times other threads'
+//! packets too, one batch for all).
 //! A few go out with a `write(2)` each; more go through a ring that the
 //! thread keeps for itself.
 

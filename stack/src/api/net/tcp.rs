@@ -261,7 +261,8 @@ pub(super) fn retry<T>(
             }
             r => {
                 // A blocking writer (a thread per connection) sends its own
-                // packets; a non-blocking one (an event loop, which makes many
+                // packets, unless other woken threads are about to queue
+                // theirs (see `Shared::after_app_call`); a non-blocking one (an event loop, which makes many
                 // calls per wake-up) leaves them to the runtime, which writes
                 // them all in one go. Measured: direct writes of plain
                 // `write`s raise keep-alive requests/s by about a quarter;
